@@ -1,0 +1,1 @@
+"""FastFold: AlphaFold2 in PyTorch, exact, fast and parallel over GPUs."""

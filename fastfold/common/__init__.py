@@ -1,0 +1,1 @@
+"""Residue constants, rigid-body maths (rotations, quaternions, frames) and protein I/O."""

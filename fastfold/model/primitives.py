@@ -1,0 +1,79 @@
+"""Linear and LayerNorm layers whose parameters have AlphaFold's names, shapes and initialisers.
+
+Parameters keep DeepMind's haiku layout (``weights`` is ``[*in_shape, *out_shape]``, LayerNorm has
+``scale`` and ``offset``) so that published parameter files load without transposes and our
+weights write back to the same layout (see :mod:`fastfold.model.params`).
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastfold.kernels import layer_norm
+
+# Standard deviation of a unit normal truncated to [-2, 2]; dividing by it restores the
+# intended spread after truncation (as haiku's TruncatedNormal initialiser is used by AlphaFold).
+TRUNCATED_NORMAL_STDDEV_FACTOR = 0.87962566103423978
+
+
+def _as_shape(size: int | Sequence[int]) -> tuple:
+    return (size,) if isinstance(size, int) else tuple(size)
+
+
+class Linear(nn.Module):
+    """Affine map over the trailing ``len(in_shape)`` dimensions to ``out_shape``.
+
+    x [*, *in_shape] -> [*, *out_shape];  ``weights`` [*in_shape, *out_shape], ``bias`` [*out_shape].
+
+    Initialisers (AlphaFold's names): ``linear`` (LeCun, fan-in), ``relu`` (He, fan-in),
+    ``zeros`` (all zero, used for the last layer of residual branches).
+    """
+
+    def __init__(self, in_shape: int | Sequence[int], out_shape: int | Sequence[int],
+                 initializer: str = "linear", use_bias: bool = True, bias_init: float = 0.0):
+        super().__init__()
+        self.in_shape = _as_shape(in_shape)
+        self.out_shape = _as_shape(out_shape)
+        self.weights = nn.Parameter(torch.empty(self.in_shape + self.out_shape))
+        self.bias = nn.Parameter(torch.full(self.out_shape, float(bias_init))) if use_bias else None
+        self.reset_weights(initializer)
+
+    def reset_weights(self, initializer: str) -> None:
+        """Fill ``weights`` with AlphaFold's initialiser of that name."""
+        if initializer == "zeros":
+            nn.init.zeros_(self.weights)
+            return
+        if initializer not in ("linear", "relu"):
+            raise ValueError(f"unknown initializer {initializer!r}: expected 'linear', 'relu' or 'zeros'")
+        gain = 2.0 if initializer == "relu" else 1.0
+        std = math.sqrt(gain / math.prod(self.in_shape)) / TRUNCATED_NORMAL_STDDEV_FACTOR
+        with torch.no_grad():
+            nn.init.trunc_normal_(self.weights, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        num_in = len(self.in_shape)
+        batch_shape = x.shape[: x.dim() - num_in]
+        flat_in = x.reshape(*batch_shape, math.prod(self.in_shape))
+        flat_weights = self.weights.reshape(math.prod(self.in_shape), math.prod(self.out_shape))
+        out = (flat_in @ flat_weights.to(x.dtype)).reshape(*batch_shape, *self.out_shape)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last dimension with AlphaFold's parameter names (``scale``, ``offset``).
+
+    x [*, C] -> [*, C]; statistics in float32, eps 1e-5 as haiku's LayerNorm.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(num_channels))
+        self.offset = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.scale, self.offset, self.eps)
