@@ -13,14 +13,16 @@ from its PyTorch name. Two rules cover the rest:
   embedder, the recycling embedder, a stack's driver) that haiku creates inline in one module.
 """
 
+import io
 import os
-import tempfile
 import zipfile
 from collections import defaultdict
 
 import numpy as np
 import torch
 from torch import nn
+
+from fastfold.common.io import write_atomically
 
 # PyTorch attribute name -> haiku module name, where the two differ.
 HAIKU_MODULE_NAMES = {"layer_stack": "__layer_stack_no_state"}
@@ -141,13 +143,6 @@ def read_npz(path) -> dict:
 
 def write_npz(path, flat: dict) -> None:
     """Write ``flat`` as an uncompressed npz, atomically (temporary file, then rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **flat)
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **flat)
+    write_atomically(path, buffer.getvalue())
