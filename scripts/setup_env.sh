@@ -17,3 +17,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
         -e ".${extras:+[$extras]}"
     echo "$wanted" > "$stamp"
 fi
+
+# The test extra also needs AlphaFold's feature pipeline, whose NumPy stand-in for TensorFlow arrived in
+# alphafold-colabfold 2.3.20; its model code differs from the 2.3.11 in the venv, so it lives apart in
+# .venv/af2320 and is imported only in a child process (tests/af_pipeline_reference.py).
+if [ "$extras" = "test" ] && [ ! -d .venv/af2320/alphafold_colabfold-2.3.20.dist-info ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --target .venv/af2320 \
+        alphafold-colabfold==2.3.20
+fi
