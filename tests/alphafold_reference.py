@@ -61,17 +61,33 @@ def random_parameters(init_params, seed: int = 0, constant_scale: float = 0.1):
     return out
 
 
-def save_npz(params, path) -> None:
-    """Write haiku parameters as DeepMind publishes them: flat keys ``{module}//{name}``."""
-    flat = {f"{module}//{name}": np.asarray(value) for module, names in params.items()
+def flat_parameters(params) -> dict:
+    """Haiku parameters ``{module: {name: array}}`` as DeepMind's flat keys ``{module}//{name}``."""
+    return {f"{module}//{name}": np.asarray(value) for module, names in params.items()
             for name, value in names.items()}
-    np.savez(path, **flat)
+
+
+def save_npz(params, path) -> None:
+    """Write haiku parameters as DeepMind publishes them (see :func:`flat_parameters`)."""
+    np.savez(path, **flat_parameters(params))
+
+
+def assert_close(ours, reference, relative: float = 1e-4, atol: float = 0.0) -> float:
+    """Assert max |ours - reference| <= relative * max |reference| + atol; return the max error."""
+    ours = ours.detach().cpu().numpy() if hasattr(ours, "detach") else np.asarray(ours)
+    reference = np.asarray(reference)
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    error = float(np.abs(ours - reference).max()) if ours.size else 0.0
+    bound = relative * float(np.abs(reference).max(initial=0.0)) + atol
+    assert error <= bound, f"max abs error {error:.3g} > bound {bound:.3g}"
+    return error
 
 
 def init_and_randomise(fn, *args, seed: int = 0):
     """Transform ``fn``, initialise it on ``args`` and return (apply, random non-zero params)."""
     transformed = hk.transform(fn)
-    init_params = transformed.init(jax.random.PRNGKey(seed), *args)
+    # Jitted: haiku's eager initialisation of a scanned module takes tens of seconds on CPU.
+    init_params = jax.jit(transformed.init)(jax.random.PRNGKey(seed), *args)
     params = random_parameters(jax.tree_util.tree_map(np.asarray, init_params), seed=seed)
     apply = jax.jit(lambda p, *a: transformed.apply(p, None, *a))
     return apply, params

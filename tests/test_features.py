@@ -13,15 +13,13 @@ from alphafold.common import residue_constants as af_constants
 
 from fastfold.config import model_config
 from fastfold.data import Msa, read_mmcif, read_stockholm
-from fastfold.data.features import (
-    empty_template_features,
-    make_msa_features,
-    make_sequence_features,
-    make_template_features,
-    species_identifier,
-    stack_template_features,
-)
+from fastfold.data.features import make_msa_features, make_sequence_features, species_identifier
 from fastfold.data.pipeline import process_features
+from fastfold.data.templates import (
+    empty_template_features,
+    stack_template_features,
+    template_features_from_chain,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,16 +29,19 @@ def globins() -> Msa:
     return read_stockholm(DATA / "globins45.ali")
 
 
+def _template(path, name: str, mapping: dict, num_res: int, sum_probs: float) -> dict:
+    features = template_features_from_chain(read_mmcif(path).chains["A"], mapping, num_res, name)
+    return {**features, "template_sum_probs": np.array([sum_probs], dtype=np.float32)}
+
+
 def _templates(num_res: int) -> dict:
     """Two real templates: 1A8O chain A (70 residues) at query 10-79 with a gap, 1GBT chain A shifted."""
     first = {query: query - 10 for query in range(10, 80) if query != 40}
     second = {query: query + 20 for query in range(num_res)}
     return stack_template_features(
         [
-            make_template_features(read_mmcif(DATA / "1A8O.cif").chains["A"], "1a8o_A", first, num_res, 35.5),
-            make_template_features(
-                read_mmcif(DATA / "1GBT.cif").chains["A"], "1gbt_A", second, num_res, 12.0
-            ),
+            _template(DATA / "1A8O.cif", "1a8o_A", first, num_res, 35.5),
+            _template(DATA / "1GBT.cif", "1gbt_A", second, num_res, 12.0),
         ],
         num_res,
     )

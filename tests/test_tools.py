@@ -14,10 +14,9 @@ from alphafold.data import parsers as alphafold_parsers
 
 from fastfold.data import parse_a3m, parse_hhr, parse_stockholm, read_mmcif
 from fastfold.data.tools import HHBlits, HHSearch, Hmmsearch, Jackhmmer, Kalign, ToolError, run_tool
+from fastfold.data.tools.hhsuite_database import build_hhsuite_database
 
 DATA = pathlib.Path(__file__).parent / "data"
-HHSUITE = pathlib.Path("/usr/libexec/hhsuite")
-HHSUITE_DATA = pathlib.Path("/usr/share/hhsuite/data")
 
 
 def requires(*binaries: str):
@@ -37,30 +36,6 @@ def chains() -> dict[str, str]:
     }
 
 
-def _cstranslate() -> str:
-    """Debian's cstranslate build for this CPU (its ``cstranslate`` wrapper looks in the wrong folder)."""
-    flags = pathlib.Path("/proc/cpuinfo").read_text().split()
-    return str(HHSUITE / ("cstranslate-avx2" if "avx2" in flags else "cstranslate-plain"))
-
-
-def _build_hhsuite_database(chains: dict[str, str], prefix: pathlib.Path) -> None:
-    """One single-sequence MSA per chain -> HMMs -> ffindex a3m/hhm databases -> cs219 column states."""
-    for kind in ("a3m", "hhm"):
-        (prefix.parent / kind).mkdir()
-    for name, sequence in chains.items():
-        a3m = prefix.parent / "a3m" / f"{name}.a3m"
-        a3m.write_text(f">{name}\n{sequence}\n")
-        run_tool(["hhmake", "-i", str(a3m), "-o", str(prefix.parent / "hhm" / f"{name}.hhm"), "-v", "0"])
-    for kind in ("a3m", "hhm"):
-        run_tool(["ffindex_build", "-s", f"{prefix}_{kind}.ffdata", f"{prefix}_{kind}.ffindex",
-                  str(prefix.parent / kind)])  # fmt: skip
-    run_tool([
-        _cstranslate(), "-f", "-x", "0.3", "-c", "4", "-I", "a3m",
-        "-i", f"{prefix}_a3m", "-o", f"{prefix}_cs219",
-        "-A", str(HHSUITE_DATA / "cs219.lib"), "-D", str(HHSUITE_DATA / "context_data.lib"),
-    ])  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def fasta_database(chains, tmp_path_factory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("fasta") / "chains.fasta"
@@ -73,7 +48,7 @@ def hhsuite_database(chains, tmp_path_factory) -> str:
     if shutil.which("hhmake") is None or shutil.which("ffindex_build") is None:
         pytest.skip("hhmake / ffindex_build not installed: run scripts/install_tools.sh")
     prefix = tmp_path_factory.mktemp("hhsuite") / "chains"
-    _build_hhsuite_database(chains, prefix)
+    build_hhsuite_database(chains, prefix)
     return str(prefix)
 
 

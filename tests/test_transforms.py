@@ -18,13 +18,13 @@ from fastfold.data import (
     transforms_structure,
 )
 from fastfold.data.features import (
-    empty_template_features,
     make_msa_features,
     make_sequence_features,
     make_structure_features,
 )
 from fastfold.data.pipeline import process_features
 from fastfold.data.random_choices import NumpyRandomChoices
+from fastfold.data.templates import empty_template_features
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,7 +8,7 @@ over the residues, as AlphaFold stores them.
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -128,82 +128,4 @@ def make_structure_features(chain: MmcifChain, resolution: float) -> FeatureDict
         "all_atom_positions": chain.atom_positions.astype(np.float32),
         "all_atom_mask": chain.atom_mask.astype(np.float32),
         "resolution": np.array([resolution], dtype=np.float32),
-    }
-
-
-def empty_template_features(num_res: int) -> FeatureDict:
-    """Template features with no templates (leading dimension 0), as a search without hits gives.
-
-    Returns
-    -------
-    dict
-        ``template_aatype`` float32 ``[0, N_res, 22]``, ``template_all_atom_masks`` float32
-        ``[0, N_res, 37]``, ``template_all_atom_positions`` float32 ``[0, N_res, 37, 3]``,
-        ``template_domain_names``, ``template_sequence`` object ``[0]``, ``template_sum_probs`` float32
-        ``[0, 1]``.
-    """
-    return {
-        "template_aatype": np.zeros((0, num_res, _NUM_HHBLITS_CLASSES), dtype=np.float32),
-        "template_all_atom_masks": np.zeros((0, num_res, _NUM_ATOMS), dtype=np.float32),
-        "template_all_atom_positions": np.zeros((0, num_res, _NUM_ATOMS, 3), dtype=np.float32),
-        "template_domain_names": np.zeros(0, dtype=object),
-        "template_sequence": np.zeros(0, dtype=object),
-        "template_sum_probs": np.zeros((0, 1), dtype=np.float32),
-    }
-
-
-def make_template_features(
-    chain: MmcifChain, name: str, query_to_template: Mapping[int, int], num_res: int, sum_probs: float
-) -> FeatureDict:
-    """Features of one template: the chain's atoms and residue types placed at the aligned query residues.
-
-    Parameters
-    ----------
-    chain
-        The template chain (SEQRES and atom37 coordinates).
-    name
-        Template name, e.g. ``"1a8o_A"`` (``template_domain_names``).
-    query_to_template
-        0-based query residue index -> 0-based SEQRES index of the template; other query residues get a gap.
-    num_res
-        Query length ``N_res``.
-    sum_probs
-        Alignment score of the hit (``template_sum_probs``).
-
-    Returns
-    -------
-    dict
-        One template (leading dimension 1) with the keys of :func:`empty_template_features`.
-    """
-    query_index = np.fromiter(query_to_template.keys(), dtype=np.int64)
-    template_index = np.fromiter(query_to_template.values(), dtype=np.int64)
-    positions = np.zeros((num_res, _NUM_ATOMS, 3), dtype=np.float32)
-    masks = np.zeros((num_res, _NUM_ATOMS), dtype=np.float32)
-    positions[query_index] = chain.atom_positions[template_index]
-    masks[query_index] = chain.atom_mask[template_index]
-    letters = np.full(num_res, "-")
-    letters[query_index] = np.array(list(chain.seqres))[template_index]
-    sequence = "".join(letters)
-    aatype = np.eye(_NUM_HHBLITS_CLASSES, dtype=np.float32)[
-        _HHBLITS_LOOKUP[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
-    ]
-    return {
-        "template_aatype": aatype[None],
-        "template_all_atom_masks": masks[None],
-        "template_all_atom_positions": positions[None],
-        "template_domain_names": np.array([name.encode()], dtype=object),
-        "template_sequence": np.array([sequence.encode()], dtype=object),
-        "template_sum_probs": np.array([[sum_probs]], dtype=np.float32),
-    }
-
-
-def stack_template_features(templates: Sequence[FeatureDict], num_res: int) -> FeatureDict:
-    """Concatenate one-template dicts (from :func:`make_template_features`) along the template dimension.
-
-    Returns :func:`empty_template_features` when ``templates`` is empty.
-    """
-    empty = empty_template_features(num_res)
-    return {
-        key: np.concatenate([value] + [template[key] for template in templates])
-        for key, value in empty.items()
     }
