@@ -1,0 +1,100 @@
+"""Duality-async DAP collectives: start in one place, wait in another, in forward and in backward.
+
+``pending = start_all_gather(x, dim, mesh)`` launches the collective and returns at once;
+``y = wait(pending)`` blocks until it is done and returns the same tensor as the synchronous
+:func:`~fastfold.distributed.comm.all_gather`. Computation placed between the two, that does not need
+``y``, overlaps the communication. In the backward pass the roles swap: the backward of ``wait``
+launches the partner collective on the gradient of ``y`` (reduce-scatter, or the inverse all-to-all)
+and the backward of ``start`` waits for it, so the backward of the computation placed between them
+(which autograd runs in between, newest node first) overlaps that communication.
+
+The two halves are autograd functions linked by a zero-size token tensor; the :class:`Pending` object
+passed between them carries the in-flight work handle in both directions. Each ``start_*`` must be
+followed by exactly one :func:`wait`, in the same order on every rank of the DAP group; the input must
+not be modified in place before the wait. Backwards are the adjoints of
+:mod:`fastfold.distributed.comm` (same gradient convention).
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from fastfold.distributed.comm import InFlight, launch_all_gather, launch_all_to_all, launch_reduce_scatter
+from fastfold.distributed.mesh import ParallelMesh
+
+# (tensor, async_op) -> InFlight
+Launcher = Callable[[torch.Tensor, bool], InFlight]
+
+
+class Pending:
+    """A DAP collective between its start and its :func:`wait`.
+
+    Parameters
+    ----------
+    forward : callable
+        Launches the forward collective on a tensor; ``None`` for the identity (DAP size 1).
+    backward : callable
+        Launches the adjoint collective on the gradient of the result.
+    x : torch.Tensor
+        The input.
+    """
+
+    def __init__(self, forward: Launcher | None, backward: Launcher | None, x: torch.Tensor):
+        self.forward, self.backward = forward, backward
+        self.identity = x if forward is None else None
+        self.in_flight: InFlight | None = None  # forward collective, until wait()
+        self.gradient_in_flight: InFlight | None = None  # backward collective, until start's backward
+        self.token = None if forward is None else _Start.apply(x, self)
+
+
+class _Start(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, pending):
+        ctx.pending = pending
+        pending.in_flight = pending.forward(x, True)
+        return x.new_empty(0)  # token: links the start to the wait in the autograd graph
+
+    @staticmethod
+    def backward(ctx, token_grad):
+        in_flight, ctx.pending.gradient_in_flight = ctx.pending.gradient_in_flight, None
+        return in_flight.result(), None
+
+
+class _Wait(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, token, pending):
+        ctx.pending = pending
+        in_flight, pending.in_flight = pending.in_flight, None
+        return in_flight.result()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.pending.gradient_in_flight = ctx.pending.backward(grad, True)
+        return grad.new_zeros(0), None
+
+
+def wait(pending: Pending) -> torch.Tensor:
+    """Wait for a started collective and return its result (the tensor the synchronous call returns)."""
+    if pending.forward is None:
+        return pending.identity
+    if pending.in_flight is None:
+        raise RuntimeError("wait() called twice on the same pending collective")
+    return _Wait.apply(pending.token, pending)
+
+
+def start_all_gather(x: torch.Tensor, dim: int, mesh: ParallelMesh) -> Pending:
+    """Start :func:`~fastfold.distributed.comm.all_gather`: ``[..., L / n, ...] -> [..., L, ...]`` at
+    :func:`wait`; its backward reduce-scatters."""
+    if mesh.dap_size == 1:
+        return Pending(None, None, x)
+    return Pending(lambda t, async_op: launch_all_gather(t, dim, mesh, async_op),
+                   lambda g, async_op: launch_reduce_scatter(g, dim, mesh, async_op), x)
+
+
+def start_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: ParallelMesh) -> Pending:
+    """Start :func:`~fastfold.distributed.comm.all_to_all` (sharding moves from ``gather_dim`` to
+    ``scatter_dim``); its backward is the inverse all-to-all."""
+    if mesh.dap_size == 1:
+        return Pending(None, None, x)
+    return Pending(lambda t, async_op: launch_all_to_all(t, scatter_dim, gather_dim, mesh, async_op),
+                   lambda g, async_op: launch_all_to_all(g, gather_dim, scatter_dim, mesh, async_op), x)

@@ -1,0 +1,63 @@
+"""The DAP implementation of the axial stacks' layout hooks.
+
+It has the methods of :class:`fastfold.model.layout.AxialLayout` (documented there, with the shapes)
+without importing the model package: ``distributed`` and ``model`` stay independent of each other.
+"""
+
+import torch
+
+from fastfold.distributed import async_comm, comm
+from fastfold.distributed.mesh import ParallelMesh
+
+ROWS, COLUMNS = -3, -2  # the sharded dimensions of [*, A, B, C] activations
+
+
+class DapLayout:
+    """Layout hooks over the DAP group of ``mesh``: n = ``mesh.dap_size`` slices of every activation.
+
+    See :mod:`fastfold.model.layout` for the shapes and conventions, and
+    :mod:`fastfold.distributed.comm` for the gradient convention (average parameter gradients over all
+    DP x DAP processes).
+
+    Parameters
+    ----------
+    mesh : ParallelMesh
+        The process mesh; a mesh with ``dap_size == 1`` makes every hook the identity.
+    """
+
+    def __init__(self, mesh: ParallelMesh):
+        self.mesh = mesh
+
+    def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
+        n = self.mesh.dap_size
+        act = comm.pad_to_multiple(comm.pad_to_multiple(act, ROWS, n), COLUMNS, n)
+        mask = comm.pad_to_multiple(comm.pad_to_multiple(mask, -2, n), -1, n)
+        return comm.scatter(act, ROWS, self.mesh), mask
+
+    def leave(self, act: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+        whole = comm.all_gather(act, ROWS, self.mesh)
+        return comm.unpad(comm.unpad(whole, ROWS, rows), COLUMNS, columns)
+
+    def shard(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return comm.scatter(x, dim, self.mesh)
+
+    def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return comm.all_gather(x, dim, self.mesh)
+
+    def start_gather(self, x: torch.Tensor, dim: int) -> async_comm.Pending:
+        return async_comm.start_all_gather(x, dim, self.mesh)
+
+    def rows_to_columns(self, x: torch.Tensor) -> torch.Tensor:
+        return comm.all_to_all(x, COLUMNS, ROWS, self.mesh)
+
+    def columns_to_rows(self, x: torch.Tensor) -> torch.Tensor:
+        return comm.all_to_all(x, ROWS, COLUMNS, self.mesh)
+
+    def start_rows_to_columns(self, x: torch.Tensor) -> async_comm.Pending:
+        return async_comm.start_all_to_all(x, COLUMNS, ROWS, self.mesh)
+
+    def start_columns_to_rows(self, x: torch.Tensor) -> async_comm.Pending:
+        return async_comm.start_all_to_all(x, ROWS, COLUMNS, self.mesh)
+
+    def wait(self, pending: async_comm.Pending) -> torch.Tensor:
+        return async_comm.wait(pending)
