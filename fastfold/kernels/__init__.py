@@ -1,10 +1,93 @@
 """Fused Evoformer kernels behind one small dispatch API.
 
 Each operation has one autograd-aware entry point that runs the fused Triton kernel on CUDA
-tensors and its plain PyTorch twin elsewhere. Until the Triton kernels land, every entry point
-runs the PyTorch twin.
+tensors and its plain PyTorch twin elsewhere. The Triton kernels (``triton_*.py``) run through the
+``torch.library`` custom ops of :mod:`fastfold.kernels.ops`, imported on first use so that Triton
+stays an optional dependency.
+
+Which implementation runs is one setting, :class:`Kernel` (``auto``, ``triton`` or ``torch``),
+read from the environment variable ``FASTFOLD_KERNEL`` at every call (so a test or a run can
+change it without re-importing anything). ``auto`` picks Triton on CUDA tensors where a kernel
+exists and PyTorch elsewhere; ``triton`` runs the Triton kernel on any tensor (on CPU tensors this
+needs ``TRITON_INTERPRET=1``, which is how CI tests the kernels) and fails loudly rather than falling
+back silently.
 """
 
-from fastfold.kernels.layer_norm import layer_norm
+import enum
+import os
+from collections.abc import Sequence
 
-__all__ = ["layer_norm"]
+import torch
+
+from fastfold.kernels.attention import attention_torch
+from fastfold.kernels.layer_norm import layer_norm as layer_norm_torch
+from fastfold.kernels.softmax import softmax_torch
+
+KERNEL_ENV_VAR = "FASTFOLD_KERNEL"
+
+
+class Kernel(enum.StrEnum):
+    """Which implementation of a kernel to run."""
+
+    AUTO = "auto"
+    TRITON = "triton"
+    TORCH = "torch"
+
+
+def kernel_setting() -> Kernel:
+    """The current setting, from ``FASTFOLD_KERNEL`` (default ``auto``), read at call time."""
+    value = os.environ.get(KERNEL_ENV_VAR, Kernel.AUTO.value).strip().lower()
+    try:
+        return Kernel(value)
+    except ValueError:
+        choices = ", ".join(kind.value for kind in Kernel)
+        raise ValueError(f"{KERNEL_ENV_VAR}={value!r}: expected one of {choices}") from None
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    """Whether the current setting runs the Triton kernel on ``x``: ``auto`` on CUDA, ``triton`` always."""
+    setting = kernel_setting()
+    if setting is Kernel.TRITON and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"{KERNEL_ENV_VAR}=triton on a CPU tensor needs Triton's interpreter: set "
+                           "TRITON_INTERPRET=1 before importing Triton")
+    return setting is Kernel.TRITON or (setting is Kernel.AUTO and x.is_cuda)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequence[torch.Tensor] = (),
+              mask: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """Biased, masked, gated multi-head attention; see :func:`attention_torch` for the maths.
+
+    q [*, H, Q, c] (unscaled), k [*, H, K, c], v [*, H, K, c_v], biases broadcastable to
+    [*, H, Q, K], mask boolean broadcastable to [*, H, Q, K] (False = key excluded), gate logits
+    [*, H, Q, c_v] (sigmoid applied here) -> [*, H, Q, c_v].
+    """
+    if _use_triton(q):
+        from fastfold.kernels import ops
+        return ops.attention(q, k, v, biases, mask, gate)
+    return attention_torch(q, k, v, biases, mask, gate)
+
+
+def softmax(x: torch.Tensor, bias: torch.Tensor | None = None,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last dimension of ``x + mask bias + bias``; see :func:`softmax_torch`.
+
+    x [*, K]; bias broadcastable to [*, K]; mask boolean broadcastable to [*, K] -> [*, K].
+    """
+    if _use_triton(x):
+        from fastfold.kernels import ops
+        return ops.softmax(x, bias, mask)
+    return softmax_torch(x, bias, mask)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm of x [*, C] over C with weight, bias [C], in float32, returned in x's dtype.
+
+    See :func:`fastfold.kernels.layer_norm.layer_norm` for the maths.
+    """
+    if _use_triton(x):
+        from fastfold.kernels import ops
+        return ops.layer_norm(x, weight, bias, eps)
+    return layer_norm_torch(x, weight, bias, eps)
+
+
+__all__ = ["Kernel", "KERNEL_ENV_VAR", "attention", "kernel_setting", "layer_norm", "softmax"]

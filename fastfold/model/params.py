@@ -94,28 +94,31 @@ def load_haiku_params(module: nn.Module, flat: dict, prefix: str = "", source: s
     Raises
     ------
     ParameterFileError
-        Naming ``source`` and the first offending key: missing, of the wrong shape, or unused.
+        Naming ``source`` and the first offending key: missing, of the wrong shape, or unused. The
+        file is checked in full before anything is copied, so ``module`` is unchanged on error.
     """
     grouped = _parameters_by_key(module, prefix)
+    scope = f"{prefix}/" if prefix else ""
+    unused = sorted(k for k in flat if k.startswith(scope) and k not in grouped) if strict else []
+    other_model = "is the file for another model (e.g. a _ptm or multimer model)?"
     for key in sorted(grouped):
-        entries = grouped[key]
+        expected = _stacked_shape(grouped[key])
         if key not in flat:
-            raise ParameterFileError(f"{source}: missing parameter {key!r} (shape {_stacked_shape(entries)})")
-        array = np.asarray(flat[key])
-        expected = _stacked_shape(entries)
-        if array.shape != expected:
+            hint = f"; the file has {len(unused)} parameters this model does not use: {other_model}"
+            hint = hint if unused else ""
+            raise ParameterFileError(f"{source}: missing parameter {key!r} (shape {expected}){hint}")
+        if np.shape(flat[key]) != expected:
             raise ParameterFileError(
-                f"{source}: parameter {key!r} has shape {array.shape}, the model expects {expected}")
-        with torch.no_grad():
+                f"{source}: parameter {key!r} has shape {np.shape(flat[key])}, the model expects {expected}")
+    if unused:
+        raise ParameterFileError(
+            f"{source}: parameter {unused[0]!r} (and {len(unused) - 1} more) is not part of this model; "
+            + other_model)
+    with torch.no_grad():
+        for key, entries in grouped.items():
+            array = np.asarray(flat[key])
             for indices, param in entries:
                 param.copy_(torch.from_numpy(np.ascontiguousarray(array[indices])).to(param.dtype))
-    if strict:
-        scope = f"{prefix}/" if prefix else ""
-        unused = sorted(k for k in flat if k.startswith(scope) and k not in grouped)
-        if unused:
-            raise ParameterFileError(
-                f"{source}: parameter {unused[0]!r} (and {len(unused) - 1} more) is not part of this model; "
-                "is the file for another model (e.g. a _ptm or multimer model)?")
 
 
 def haiku_params(module: nn.Module, prefix: str = "") -> dict:

@@ -77,3 +77,42 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.scale, self.offset, self.eps)
+
+
+def final_init(global_config) -> str:
+    """Initialiser of the last layer of a residual branch: ``zeros`` when ``global_config.zero_init``."""
+    return "zeros" if global_config.zero_init else "linear"
+
+
+def glorot_uniform_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill ``tensor`` with haiku's Glorot-uniform values (``VarianceScaling(1, fan_avg, uniform)``).
+
+    As haiku counts fans: the last two dimensions are (fan-in, fan-out), earlier ones multiply both.
+    """
+    receptive_field = math.prod(tensor.shape[:-2])
+    fan_avg = 0.5 * (tensor.shape[-2] + tensor.shape[-1]) * receptive_field
+    limit = math.sqrt(3.0 / fan_avg)
+    with torch.no_grad():
+        return tensor.uniform_(-limit, limit)
+
+
+def shared_dropout(update: torch.Tensor, config, global_config, training: bool) -> torch.Tensor:
+    """AlphaFold's dropout of a residual update, with one mask shared along rows or columns.
+
+    Supplement section 1.11.6: with ``config.shared_dropout``, a ``per_row`` module shares its mask
+    over all rows (dimension -3 of ``[*, N_rows, N_cols, C]``), a ``per_column`` module over all
+    columns (dimension -2). The rate is ``config.dropout_rate`` (0 when
+    ``global_config.deterministic``); dropout runs in training, or always with
+    ``global_config.eval_dropout``. Kept values are scaled by ``1 / (1 - rate)``.
+
+    update [*, N_rows, N_cols, C] -> [*, N_rows, N_cols, C].
+    """
+    rate = 0.0 if global_config.deterministic else config.dropout_rate
+    if rate == 0.0 or not (training or global_config.eval_dropout):
+        return update
+    shape = list(update.shape)
+    if config.shared_dropout:
+        shape[-3 if config.orientation == "per_row" else -2] = 1
+    keep_rate = 1.0 - rate
+    keep = torch.empty(shape, dtype=update.dtype, device=update.device).bernoulli_(keep_rate)
+    return keep * update / keep_rate

@@ -1,0 +1,305 @@
+"""Gated multi-head attention and the Evoformer's attention modules.
+
+:class:`Attention` (the attention lines of Algorithm 7) takes a list of additive biases and a key
+mask and serves MSA row attention with pair bias, MSA column attention, triangle attention and
+template pointwise attention; :class:`GlobalAttention` is Algorithm 19's cheap column attention for
+the extra MSA. Both call :func:`fastfold.kernels.attention`. Parameter names and shapes are
+AlphaFold's (``query_w`` [C_q, H, c], ``output_w`` [H, c_v, C_out], ...).
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastfold import kernels
+from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
+from fastfold.model.primitives import LayerNorm, glorot_uniform_
+
+
+def _project_heads(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """x [*, N, C] with weights [C, H, c] -> [*, H, N, c]."""
+    flat = x @ weights.flatten(1).to(x.dtype)  # [*, N, H * c]
+    return flat.unflatten(-1, weights.shape[1:]).transpose(-2, -3)
+
+
+def _head_sizes(config, q_dim: int, m_dim: int) -> tuple:
+    """(heads, per-head key size, per-head value size) from AlphaFold's attention config."""
+    num_head = config.num_head
+    key_dim = config.get("key_dim", q_dim)
+    value_dim = config.get("value_dim", m_dim)
+    if key_dim % num_head or value_dim % num_head:
+        raise ValueError(f"key_dim {key_dim} and value_dim {value_dim} must divide by num_head {num_head}")
+    return num_head, key_dim // num_head, value_dim // num_head
+
+
+def _output_weights(global_config, num_head: int, value_dim: int, output_dim: int) -> nn.Parameter:
+    """``output_w`` [H, c_v, C_out]: zeros with ``global_config.zero_init``, else Glorot-uniform."""
+    output_w = torch.zeros(num_head, value_dim, output_dim)
+    return nn.Parameter(output_w if global_config.zero_init else glorot_uniform_(output_w))
+
+
+def _pair_bias_weights(pair_dim: int, num_head: int) -> nn.Parameter:
+    """``feat_2d_weights`` [C_z, H], normal with standard deviation ``C_z ** -0.5`` as AlphaFold."""
+    return nn.Parameter(torch.randn(pair_dim, num_head) / math.sqrt(pair_dim))
+
+
+class Attention(nn.Module):
+    """Gated multi-head attention, Algorithm 7 lines 2-7 (shared by Algorithms 8, 13, 14, 17).
+
+    ``q = q_data W_q``, ``k = m_data W_k``, ``v = m_data W_v`` per head; weights
+    ``softmax(q k^T / sqrt(c) + biases)`` over the unmasked keys; the average of ``v`` is gated by
+    ``sigmoid(q_data W_g + b_g)`` when ``config.gating``, then projected to ``output_dim``.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        ``num_head``, ``gating``, optional ``key_dim``/``value_dim`` (totals over heads; default
+        ``q_dim``/``m_dim``).
+    global_config : ConfigDict
+        ``zero_init`` selects the initialiser of ``output_w``.
+    q_dim, m_dim, output_dim : int
+        Channels of the query input, of the key/value input and of the output.
+    """
+
+    def __init__(self, config, global_config, q_dim: int, m_dim: int, output_dim: int):
+        super().__init__()
+        num_head, key_dim, value_dim = _head_sizes(config, q_dim, m_dim)
+        self.query_w = nn.Parameter(glorot_uniform_(torch.empty(q_dim, num_head, key_dim)))
+        self.key_w = nn.Parameter(glorot_uniform_(torch.empty(m_dim, num_head, key_dim)))
+        self.value_w = nn.Parameter(glorot_uniform_(torch.empty(m_dim, num_head, value_dim)))
+        # Gate logits start at 1 (sigmoid 0.73) for every input: zero weights, unit bias.
+        self.gating_w = nn.Parameter(torch.zeros(q_dim, num_head, value_dim)) if config.gating else None
+        self.gating_b = nn.Parameter(torch.ones(num_head, value_dim)) if config.gating else None
+        self.output_w = _output_weights(global_config, num_head, value_dim, output_dim)
+        self.output_b = nn.Parameter(torch.zeros(output_dim))
+
+    def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend from ``q_data`` to ``m_data``.
+
+        Parameters
+        ----------
+        q_data : torch.Tensor
+            ``[*, Q, C_q]``.
+        m_data : torch.Tensor
+            ``[*, K, C_m]``.
+        biases : sequence of torch.Tensor
+            Additive logit biases, each broadcastable to ``[*, H, Q, K]``.
+        mask : torch.Tensor, optional
+            Boolean, broadcastable to ``[*, H, Q, K]``; False excludes a key.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[*, Q, output_dim]``.
+        """
+        q = _project_heads(q_data, self.query_w)  # [*, H, Q, c]
+        k = _project_heads(m_data, self.key_w)  # [*, H, K, c]
+        v = _project_heads(m_data, self.value_w)  # [*, H, K, c_v]
+        gate = None
+        if self.gating_w is not None:
+            gate = _project_heads(q_data, self.gating_w) + self.gating_b[:, None, :].to(q_data.dtype)
+        out = kernels.attention(q, k, v, biases=biases, mask=mask, gate=gate)  # [*, H, Q, c_v]
+        out = out.transpose(-2, -3).flatten(-2)  # [*, Q, H * c_v]
+        return out @ self.output_w.flatten(0, 1).to(out.dtype) + self.output_b.to(out.dtype)
+
+
+class GlobalAttention(nn.Module):
+    """Global gated attention, Algorithm 19 lines 2-7.
+
+    One query per head from the masked mean of the queries; the keys and values have a single
+    head shared by all heads; each position gates the shared average with its own
+    ``sigmoid(q_data W_g + b_g)``.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        ``num_head``, ``gating``, optional ``key_dim``/``value_dim``.
+    global_config : ConfigDict
+        ``zero_init`` selects the initialiser of ``output_w``.
+    q_dim, m_dim, output_dim : int
+        Channels of the query input, of the key/value input and of the output.
+    """
+
+    def __init__(self, config, global_config, q_dim: int, m_dim: int, output_dim: int):
+        super().__init__()
+        num_head, key_dim, value_dim = _head_sizes(config, q_dim, m_dim)
+        self.query_w = nn.Parameter(glorot_uniform_(torch.empty(q_dim, num_head, key_dim)))
+        self.key_w = nn.Parameter(glorot_uniform_(torch.empty(m_dim, key_dim)))
+        self.value_w = nn.Parameter(glorot_uniform_(torch.empty(m_dim, value_dim)))
+        self.gating_w = nn.Parameter(torch.zeros(q_dim, num_head, value_dim)) if config.gating else None
+        self.gating_b = nn.Parameter(torch.ones(num_head, value_dim)) if config.gating else None
+        self.output_w = _output_weights(global_config, num_head, value_dim, output_dim)
+        self.output_b = nn.Parameter(torch.zeros(output_dim))
+
+    def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Global attention over the N positions of each batch element.
+
+        Parameters
+        ----------
+        q_data : torch.Tensor
+            ``[*, N, C_q]``.
+        m_data : torch.Tensor
+            ``[*, N, C_m]``.
+        mask : torch.Tensor
+            ``[*, N]``, 1 for real positions: weights the query mean and excludes masked keys.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[*, N, output_dim]`` with gating, ``[*, 1, output_dim]`` without.
+        """
+        mask = mask.to(q_data.dtype)
+        q_mean = (mask[..., None] * q_data).sum(dim=-2) / (mask.sum(dim=-1, keepdim=True) + 1e-10)  # [*, C_q]
+        q = _project_heads(q_mean[..., None, :], self.query_w)  # [*, H, 1, c]
+        k = (m_data @ self.key_w.to(m_data.dtype))[..., None, :, :]  # [*, 1, N, c]
+        v = (m_data @ self.value_w.to(m_data.dtype))[..., None, :, :]  # [*, 1, N, c_v]
+        key_mask = mask.bool()[..., None, None, :]  # [*, 1, 1, N]
+        average = kernels.attention(q, k, v, mask=key_mask).squeeze(-2)  # [*, H, c_v]
+        output_w = self.output_w.to(average.dtype)
+        output_b = self.output_b.to(average.dtype)
+        if self.gating_w is None:
+            return (average.flatten(-2) @ output_w.flatten(0, 1) + output_b)[..., None, :]
+        gate = torch.einsum("...nc,chv->...nhv", q_data, self.gating_w.to(q_data.dtype))
+        gate = torch.sigmoid(gate + self.gating_b.to(gate.dtype))
+        gated = average[..., None, :, :] * gate  # [*, N, H, c_v]
+        return gated.flatten(-2) @ output_w.flatten(0, 1) + output_b
+
+
+class MSARowAttentionWithPairBias(nn.Module):
+    """MSA row-wise gated self-attention with pair bias, Algorithm 7.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``msa_row_attention_with_pair_bias`` node (``num_head``, ``gating``, ...).
+    global_config : ConfigDict
+        ``subbatch_size`` (rows per chunk at inference) and ``zero_init``.
+    msa_dim, pair_dim : int
+        C_m and C_z.
+    """
+
+    def __init__(self, config, global_config, msa_dim: int, pair_dim: int):
+        super().__init__()
+        self.config = config
+        self.global_config = global_config
+        self.query_norm = LayerNorm(msa_dim)
+        self.feat_2d_norm = LayerNorm(pair_dim)
+        self.feat_2d_weights = _pair_bias_weights(pair_dim, config.num_head)
+        self.attention = Attention(config, global_config, msa_dim, msa_dim, msa_dim)
+
+    def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res], pair [*, N_res, N_res, C_z]
+        -> update [*, N_seq, N_res, C_m]."""
+        key_mask = msa_mask.bool()[..., :, None, None, :]  # [*, N_seq, 1, 1, N_res]
+        msa = self.query_norm(msa)
+        pair = self.feat_2d_norm(pair)
+        pair_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
+        pair_bias = pair_bias.unsqueeze(-4)  # [*, 1, H, N_res, N_res]
+        return apply_in_chunks(
+            lambda x, m: self.attention(x, x, [pair_bias], m), [msa, key_mask], dims=[-3, -4],
+            chunk_size=inference_chunk_size(self.global_config, self.training))
+
+
+class MSAColumnAttention(nn.Module):
+    """MSA column-wise gated self-attention, Algorithm 8.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``msa_column_attention`` node.
+    global_config : ConfigDict
+        ``subbatch_size`` (columns per chunk at inference) and ``zero_init``.
+    msa_dim : int
+        C_m.
+    """
+
+    def __init__(self, config, global_config, msa_dim: int):
+        super().__init__()
+        self.config = config
+        self.global_config = global_config
+        self.query_norm = LayerNorm(msa_dim)
+        self.attention = Attention(config, global_config, msa_dim, msa_dim, msa_dim)
+
+    def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_m]."""
+        columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_m]
+        key_mask = msa_mask.transpose(-1, -2).bool()[..., :, None, None, :]  # [*, N_res, 1, 1, N_seq]
+        update = apply_in_chunks(
+            lambda x, m: self.attention(x, x, mask=m), [columns, key_mask], dims=[-3, -4],
+            chunk_size=inference_chunk_size(self.global_config, self.training))
+        return update.transpose(-2, -3)
+
+
+class MSAColumnGlobalAttention(nn.Module):
+    """MSA column-wise global attention of the extra MSA stack, Algorithm 19.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``msa_column_attention`` node of the extra MSA stack.
+    global_config : ConfigDict
+        ``subbatch_size`` (columns per chunk at inference) and ``zero_init``.
+    msa_dim : int
+        C_e, the extra MSA channels.
+    """
+
+    def __init__(self, config, global_config, msa_dim: int):
+        super().__init__()
+        self.config = config
+        self.global_config = global_config
+        self.query_norm = LayerNorm(msa_dim)
+        self.attention = GlobalAttention(config, global_config, msa_dim, msa_dim, msa_dim)
+
+    def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, N_res, C_e], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_e]."""
+        columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_e]
+        column_mask = msa_mask.transpose(-1, -2)  # [*, N_res, N_seq]
+        update = apply_in_chunks(
+            lambda x, m: self.attention(x, x, m), [columns, column_mask], dims=[-3, -2],
+            chunk_size=inference_chunk_size(self.global_config, self.training))
+        return update.transpose(-2, -3)
+
+
+class TriangleAttention(nn.Module):
+    """Triangle self-attention around the starting node (Algorithm 13) or the ending node (Algorithm 14).
+
+    ``config.orientation`` ``per_row`` attends along rows ``(i, *)`` with bias ``b_jk``
+    (starting node); ``per_column`` does the same on the transposed pair (ending node).
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``triangle_attention_starting_node`` / ``_ending_node`` node.
+    global_config : ConfigDict
+        ``subbatch_size`` (rows per chunk at inference) and ``zero_init``.
+    pair_dim : int
+        C_z.
+    """
+
+    def __init__(self, config, global_config, pair_dim: int):
+        super().__init__()
+        if config.orientation not in ("per_row", "per_column"):
+            raise ValueError(f"triangle attention orientation {config.orientation!r}: "
+                             "expected per_row or per_column")
+        self.config = config
+        self.global_config = global_config
+        self.query_norm = LayerNorm(pair_dim)
+        self.feat_2d_weights = _pair_bias_weights(pair_dim, config.num_head)
+        self.attention = Attention(config, global_config, pair_dim, pair_dim, pair_dim)
+
+    def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
+        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z]."""
+        per_column = self.config.orientation == "per_column"
+        if per_column:
+            pair, pair_mask = pair.transpose(-2, -3), pair_mask.transpose(-1, -2)
+        key_mask = pair_mask.bool()[..., :, None, None, :]  # [*, N_res, 1, 1, N_res]
+        pair = self.query_norm(pair)
+        triangle_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
+        triangle_bias = triangle_bias.unsqueeze(-4)  # [*, 1, H, N_res, N_res]
+        update = apply_in_chunks(
+            lambda x, m: self.attention(x, x, [triangle_bias], m), [pair, key_mask], dims=[-3, -4],
+            chunk_size=inference_chunk_size(self.global_config, self.training))
+        return update.transpose(-2, -3) if per_column else update

@@ -1,0 +1,294 @@
+"""The Evoformer block (Algorithm 6) and its non-attention modules.
+
+Transition (Algorithms 9, 15), outer product mean (Algorithm 10), triangle multiplicative updates
+(Algorithms 11, 12), :class:`EvoformerIteration` (one block, also the extra-MSA block of
+Algorithm 18) and :class:`EvoformerStack`. Modules take AlphaFold's ``(config, global_config)``
+nodes and keep its parameter names, so DeepMind's parameter files load unchanged.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from fastfold.model.attention import (
+    MSAColumnAttention,
+    MSAColumnGlobalAttention,
+    MSARowAttentionWithPairBias,
+    TriangleAttention,
+)
+from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
+from fastfold.model.primitives import (
+    TRUNCATED_NORMAL_STDDEV_FACTOR,
+    LayerNorm,
+    Linear,
+    final_init,
+    shared_dropout,
+)
+
+# Added to the number of sequence pairs that the outer product mean averages over (AlphaFold's value).
+OUTER_PRODUCT_MEAN_EPSILON = 1e-3
+
+
+def call_with_remat(fn, *args, remat: bool):
+    """``fn(*args)``; with ``remat``, recompute its activations in the backward pass instead of storing them.
+
+    The random state is restored for the recomputation, so dropout masks, and hence the results and
+    gradients, are the same with and without rematerialisation.
+    """
+    if remat:
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+class Transition(nn.Module):
+    """Two-layer ReLU MLP on each position: MSA transition (Algorithm 9), pair transition (Algorithm 15).
+
+    As AlphaFold, the update is not masked.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        ``num_intermediate_factor`` (n in the supplement).
+    global_config : ConfigDict
+        ``subbatch_size`` (rows per chunk at inference) and ``zero_init``.
+    num_channels : int
+        C, the channels of the input and output.
+    """
+
+    def __init__(self, config, global_config, num_channels: int):
+        super().__init__()
+        self.config = config
+        self.global_config = global_config
+        num_intermediate = int(num_channels * config.num_intermediate_factor)
+        self.input_layer_norm = LayerNorm(num_channels)
+        self.transition1 = Linear(num_channels, num_intermediate, initializer="relu")
+        self.transition2 = Linear(num_intermediate, num_channels, initializer=final_init(global_config))
+
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        """act [*, N_rows, N_cols, C] -> update [*, N_rows, N_cols, C]."""
+        act = self.input_layer_norm(act)
+        return apply_in_chunks(
+            lambda x: self.transition2(torch.relu(self.transition1(x))), [act], dims=[-3],
+            chunk_size=inference_chunk_size(self.global_config, self.training))
+
+
+class OuterProductMean(nn.Module):
+    """Pair update from the mean over sequences of outer products of MSA columns, Algorithm 10.
+
+    ``z_ij = (sum_s a_si (x) b_sj) W + b``, divided by ``1e-3 + sum_s mask_si mask_sj``. The outer
+    products are formed ``config.chunk_size`` residues ``i`` at a time, in training too (as AlphaFold).
+
+    Parameters
+    ----------
+    config : ConfigDict
+        ``num_outer_channel`` (c) and ``chunk_size``.
+    global_config : ConfigDict
+        ``zero_init`` selects the initialiser of ``output_w``.
+    msa_dim, pair_dim : int
+        C_m and C_z.
+    """
+
+    def __init__(self, config, global_config, msa_dim: int, pair_dim: int):
+        super().__init__()
+        self.config = config
+        num_outer = config.num_outer_channel
+        self.layer_norm_input = LayerNorm(msa_dim)
+        self.left_projection = Linear(msa_dim, num_outer)
+        self.right_projection = Linear(msa_dim, num_outer)
+        output_w = torch.zeros(num_outer, num_outer, pair_dim)
+        if not global_config.zero_init:
+            # He initialisation with fan-in c * c.
+            std = math.sqrt(2.0 / (num_outer * num_outer)) / TRUNCATED_NORMAL_STDDEV_FACTOR
+            nn.init.trunc_normal_(output_w, std=std, a=-2 * std, b=2 * std)
+        self.output_w = nn.Parameter(output_w)
+        self.output_b = nn.Parameter(torch.zeros(pair_dim))
+
+    def _project_outer(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """left [*, N_seq, I, c], right [*, N_seq, N_res, c] -> [*, I, N_res, C_z] (before the mean)."""
+        outer = torch.einsum("...sic,...sje->...ijce", left, right)  # [*, I, N_res, c, c]
+        output_w = self.output_w.flatten(0, 1).to(outer.dtype)
+        return outer.flatten(-2) @ output_w + self.output_b.to(outer.dtype)
+
+    def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z]."""
+        mask = msa_mask.to(msa.dtype)[..., None]  # [*, N_seq, N_res, 1]
+        msa = self.layer_norm_input(msa)
+        left = mask * self.left_projection(msa)  # [*, N_seq, N_res, c]
+        right = mask * self.right_projection(msa)
+        update = apply_in_chunks(lambda lhs: self._project_outer(lhs, right), [left], dims=[-2],
+                                 chunk_size=self.config.chunk_size, out_dim=-3)
+        norm = torch.einsum("...si,...sj->...ij", mask[..., 0], mask[..., 0])  # [*, N_res, N_res]
+        return update / (OUTER_PRODUCT_MEAN_EPSILON + norm[..., None])
+
+
+class TriangleMultiplication(nn.Module):
+    """Triangle multiplicative update, "outgoing" (Algorithm 11) or "incoming" (Algorithm 12) edges.
+
+    DeepMind's unfused variant (separate ``left_projection``/``right_projection`` and gates). The
+    edge combination is ``config.equation``: ``ikc,jkc->ijc`` (outgoing) or ``kjc,kic->ijc``
+    (incoming), applied to the gated left and right projections.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        ``num_intermediate_channel`` (c), ``equation``.
+    global_config : ConfigDict
+        ``zero_init`` selects the initialiser of the gates and the output projection.
+    pair_dim : int
+        C_z.
+    """
+
+    def __init__(self, config, global_config, pair_dim: int):
+        super().__init__()
+        if config.get("fuse_projection_weights", False):
+            raise NotImplementedError("TriangleMultiplication: the fused-projection variant (AlphaFold-"
+                                      "Multimer v2.3 parameters) is not implemented; "
+                                      "set fuse_projection_weights=False")
+        self.config = config
+        inputs, output = config.equation.split("->")
+        left, right = inputs.split(",")
+        self.equation = f"...{left},...{right}->...{output}"
+        num_intermediate = config.num_intermediate_channel
+        gate_init = final_init(global_config)
+        self.layer_norm_input = LayerNorm(pair_dim)
+        self.left_projection = Linear(pair_dim, num_intermediate)
+        self.right_projection = Linear(pair_dim, num_intermediate)
+        self.left_gate = Linear(pair_dim, num_intermediate, initializer=gate_init, bias_init=1.0)
+        self.right_gate = Linear(pair_dim, num_intermediate, initializer=gate_init, bias_init=1.0)
+        self.center_layer_norm = LayerNorm(num_intermediate)
+        self.output_projection = Linear(num_intermediate, pair_dim, initializer=gate_init)
+        self.gating_linear = Linear(pair_dim, pair_dim, initializer=gate_init, bias_init=1.0)
+
+    def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
+        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z]."""
+        mask = pair_mask.to(pair.dtype)[..., None]
+        act = self.layer_norm_input(pair)
+        left = mask * self.left_projection(act) * torch.sigmoid(self.left_gate(act))  # [*, N_res, N_res, c]
+        right = mask * self.right_projection(act) * torch.sigmoid(self.right_gate(act))
+        combined = self.center_layer_norm(torch.einsum(self.equation, left, right))  # [*, N_res, N_res, c]
+        return self.output_projection(combined) * torch.sigmoid(self.gating_linear(act))
+
+
+class EvoformerIteration(nn.Module):
+    """One Evoformer block, Algorithm 6 lines 2-10, in AlphaFold's order of operations.
+
+    With ``is_extra_msa`` it is the extra-MSA block of Algorithm 18, whose column attention is
+    global (Algorithm 19). With ``config.outer_product_mean.first`` (AlphaFold-Multimer) the outer
+    product mean runs before the MSA updates. Each update goes through AlphaFold's shared dropout
+    (:func:`fastfold.model.primitives.shared_dropout`) before it is added.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``evoformer`` node: one child node per module.
+    global_config : ConfigDict
+        AlphaFold's ``global_config``.
+    msa_dim, pair_dim : int
+        C_m (or C_e for the extra MSA) and C_z.
+    is_extra_msa : bool
+        Global column attention (named ``msa_column_global_attention``) instead of the gated one.
+    """
+
+    def __init__(self, config, global_config, msa_dim: int, pair_dim: int, is_extra_msa: bool = False):
+        super().__init__()
+        self.config = config
+        self.global_config = global_config
+        self.is_extra_msa = is_extra_msa
+        self.outer_product_mean = OuterProductMean(
+            config.outer_product_mean, global_config, msa_dim, pair_dim)
+        self.msa_row_attention_with_pair_bias = MSARowAttentionWithPairBias(
+            config.msa_row_attention_with_pair_bias, global_config, msa_dim, pair_dim)
+        if is_extra_msa:
+            self.msa_column_global_attention = MSAColumnGlobalAttention(
+                config.msa_column_attention, global_config, msa_dim)
+        else:
+            self.msa_column_attention = MSAColumnAttention(
+                config.msa_column_attention, global_config, msa_dim)
+        self.msa_transition = Transition(config.msa_transition, global_config, msa_dim)
+        self.triangle_multiplication_outgoing = TriangleMultiplication(
+            config.triangle_multiplication_outgoing, global_config, pair_dim)
+        self.triangle_multiplication_incoming = TriangleMultiplication(
+            config.triangle_multiplication_incoming, global_config, pair_dim)
+        self.triangle_attention_starting_node = TriangleAttention(
+            config.triangle_attention_starting_node, global_config, pair_dim)
+        self.triangle_attention_ending_node = TriangleAttention(
+            config.triangle_attention_ending_node, global_config, pair_dim)
+        self.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+
+    def _add(self, act: torch.Tensor, update: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        """Residual update with the module's dropout."""
+        return act + shared_dropout(update, module.config, self.global_config, self.training)
+
+    def forward(self, msa: torch.Tensor, pair: torch.Tensor, msa_mask: torch.Tensor,
+                pair_mask: torch.Tensor) -> tuple:
+        """One block.
+
+        Parameters
+        ----------
+        msa : torch.Tensor
+            ``[*, N_seq, N_res, C_m]``.
+        pair : torch.Tensor
+            ``[*, N_res, N_res, C_z]``.
+        msa_mask : torch.Tensor
+            ``[*, N_seq, N_res]``, 1 for real entries.
+        pair_mask : torch.Tensor
+            ``[*, N_res, N_res]``.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            Updated ``(msa, pair)``, same shapes.
+        """
+        outer = self.outer_product_mean
+        if self.config.outer_product_mean.first:
+            pair = self._add(pair, outer(msa, msa_mask), outer)
+        row_attention = self.msa_row_attention_with_pair_bias
+        msa = self._add(msa, row_attention(msa, msa_mask, pair), row_attention)  # line 2
+        column_attention = (self.msa_column_global_attention if self.is_extra_msa
+                            else self.msa_column_attention)
+        msa = self._add(msa, column_attention(msa, msa_mask), column_attention)  # line 3
+        msa = self._add(msa, self.msa_transition(msa), self.msa_transition)  # line 4
+        if not self.config.outer_product_mean.first:
+            pair = self._add(pair, outer(msa, msa_mask), outer)  # line 5
+        for module in (self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming,
+                       self.triangle_attention_starting_node, self.triangle_attention_ending_node):
+            pair = self._add(pair, module(pair, pair_mask), module)  # lines 6-9
+        pair = self._add(pair, self.pair_transition(pair), self.pair_transition)  # line 10
+        return msa, pair
+
+
+class EvoformerStack(nn.Module):
+    """The Evoformer stack, Algorithm 6: ``config.evoformer_num_block`` blocks.
+
+    The blocks are the ModuleList ``evoformer_iteration`` (haiku's layer stack of that name); the
+    stack itself adds no level to the parameter path (``haiku_name_scope = False``). In training
+    with ``global_config.use_remat`` each block's activations are recomputed in the backward pass.
+
+    Parameters
+    ----------
+    config : ConfigDict
+        AlphaFold's ``embeddings_and_evoformer`` node (``evoformer``, ``evoformer_num_block``,
+        ``msa_channel``, ``pair_channel``).
+    global_config : ConfigDict
+        AlphaFold's ``global_config``.
+    """
+
+    haiku_name_scope = False
+
+    def __init__(self, config, global_config):
+        super().__init__()
+        self.global_config = global_config
+        self.evoformer_iteration = nn.ModuleList(
+            EvoformerIteration(config.evoformer, global_config, config.msa_channel, config.pair_channel)
+            for _ in range(config.evoformer_num_block))
+
+    def forward(self, msa: torch.Tensor, pair: torch.Tensor, msa_mask: torch.Tensor,
+                pair_mask: torch.Tensor) -> tuple:
+        """msa [*, N_seq, N_res, C_m], pair [*, N_res, N_res, C_z], msa_mask [*, N_seq, N_res],
+        pair_mask [*, N_res, N_res] -> (msa, pair), same shapes."""
+        remat = self.training and self.global_config.use_remat
+        for block in self.evoformer_iteration:
+            msa, pair = call_with_remat(block, msa, pair, msa_mask, pair_mask, remat=remat)
+        return msa, pair
