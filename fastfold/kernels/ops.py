@@ -1,0 +1,181 @@
+"""The Triton kernels as ``torch.library`` custom ops with registered autograd.
+
+Custom ops are opaque to ``torch.compile``, which traces around them (their fake implementations give
+it shapes and dtypes) instead of into the Triton launch code. Each forward op returns what its backward
+op needs; the public functions here return only the result.
+"""
+
+
+import torch
+from torch import Tensor
+
+from fastfold.kernels import triton_attention, triton_layer_norm, triton_softmax
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# --- attention ----------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastfold::attention_fwd", mutates_args=())
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor], mask: Tensor | None,
+                   gate: Tensor | None, save_aux: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return triton_attention.attention_forward(q, k, v, biases, mask, gate, save_aux)
+
+
+@_attention_fwd.register_fake
+def _(q, k, v, biases, mask, gate, save_aux):
+    shapes = [q.shape[:-2], k.shape[:-2], v.shape[:-2], *(b.shape[:-2] for b in biases)]
+    shapes += [t.shape[:-2] for t in (mask, gate) if t is not None]
+    lead = torch.broadcast_shapes(*shapes)
+    out = q.new_empty(*lead, q.shape[-2], v.shape[-1], dtype=v.dtype)
+    if not save_aux:
+        return out, q.new_empty(0), q.new_empty(0)
+    return out, torch.empty_like(out), q.new_empty(*lead, q.shape[-2], 2, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastfold::attention_bwd", mutates_args=())
+def _attention_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor],
+                   mask: Tensor | None, gate: Tensor | None, o_pre: Tensor, stats: Tensor) -> list[Tensor]:
+    dq, dk, dv, dbiases, dgate = triton_attention.attention_backward(grad_out, q, k, v, biases, mask, gate,
+                                                                     o_pre, stats)
+    return [dq, dk, dv, *dbiases] + ([dgate] if dgate is not None else [])
+
+
+@_attention_bwd.register_fake
+def _(grad_out, q, k, v, biases, mask, gate, o_pre, stats):
+    return [torch.empty_like(t) for t in (q, k, v, *biases, *([gate] if gate is not None else []))]
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, biases, mask, gate, _ = inputs
+    _, o_pre, stats = output
+    ctx.num_biases = len(biases)
+    ctx.has_gate = gate is not None
+    ctx.save_for_backward(q, k, v, mask, gate, o_pre, stats, *biases)
+
+
+def _attention_backward(ctx, grad_out, _grad_o_pre, _grad_stats):
+    q, k, v, mask, gate, o_pre, stats, *biases = ctx.saved_tensors
+    grads = _attention_bwd(grad_out, q, k, v, biases, mask, gate, o_pre, stats)
+    dq, dk, dv = grads[:3]
+    dbiases = grads[3:3 + ctx.num_biases]
+    dgate = grads[-1] if ctx.has_gate else None
+    return dq, dk, dv, dbiases, None, dgate, None
+
+
+_attention_fwd.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = None,
+              gate: Tensor | None = None) -> Tensor:
+    """Fused attention; arguments and result as :func:`fastfold.kernels.attention.attention_torch`.
+
+    Biases beyond the kernel's ``MAX_BIASES`` are added to the last one beforehand. Without a gradient
+    to compute, the forward pass keeps nothing for a backward pass.
+    """
+    biases = list(biases)
+    if len(biases) > triton_attention.MAX_BIASES:
+        keep = triton_attention.MAX_BIASES - 1
+        tail = biases[keep].float()
+        for bias in biases[keep + 1:]:
+            tail = tail + bias.float()
+        biases = biases[:keep] + [tail]
+    save_aux = _needs_grad(q, k, v, gate, *biases)
+    return _attention_fwd(q, k, v, biases, mask, gate, save_aux)[0]
+
+
+# --- softmax ------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastfold::softmax_fwd", mutates_args=())
+def _softmax_fwd(x: Tensor, bias: Tensor | None, mask: Tensor | None) -> Tensor:
+    return triton_softmax.softmax_forward(x, bias, mask)
+
+
+@_softmax_fwd.register_fake
+def _(x, bias, mask):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("fastfold::softmax_bwd", mutates_args=())
+def _softmax_bwd(grad_y: Tensor, y: Tensor) -> Tensor:
+    return triton_softmax.softmax_backward(grad_y, y)
+
+
+@_softmax_bwd.register_fake
+def _(grad_y, y):
+    return torch.empty_like(y)
+
+
+def _softmax_setup(ctx, inputs, output):
+    x, bias, _ = inputs
+    ctx.x_dtype = x.dtype
+    ctx.bias_shape = bias.shape if bias is not None else None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.save_for_backward(output)
+
+
+def _softmax_backward(ctx, grad_y):
+    (y,) = ctx.saved_tensors
+    dx = _softmax_bwd(grad_y, y)
+    dbias = None
+    if ctx.bias_shape is not None:
+        dbias = dx.float().sum_to_size(ctx.bias_shape).to(ctx.bias_dtype)
+    return dx, dbias, None
+
+
+_softmax_fwd.register_autograd(_softmax_backward, setup_context=_softmax_setup)
+
+
+def softmax(x: Tensor, bias: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """Fused ``softmax(x + mask bias + bias)``; as :func:`fastfold.kernels.softmax.softmax_torch`."""
+    return _softmax_fwd(x, bias, mask)
+
+
+# --- layer norm ---------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastfold::layer_norm_fwd", mutates_args=())
+def _layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    return triton_layer_norm.layer_norm_forward(x, weight, bias, eps)
+
+
+@_layer_norm_fwd.register_fake
+def _(x, weight, bias, eps):
+    rows = x.numel() // x.shape[-1]
+    stats = x.new_empty(rows, dtype=torch.float32)
+    return torch.empty_like(x), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("fastfold::layer_norm_bwd", mutates_args=())
+def _layer_norm_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor) -> list[Tensor]:
+    return list(triton_layer_norm.layer_norm_backward(grad_y, x, weight, mean, rstd))
+
+
+@_layer_norm_bwd.register_fake
+def _(grad_y, x, weight, mean, rstd):
+    return [torch.empty_like(x), torch.empty_like(weight), torch.empty_like(weight)]
+
+
+def _layer_norm_setup(ctx, inputs, output):
+    x, weight, bias, _ = inputs
+    _, mean, rstd = output
+    ctx.bias_dtype = bias.dtype
+    ctx.save_for_backward(x, weight, mean, rstd)
+
+
+def _layer_norm_backward(ctx, grad_y, _grad_mean, _grad_rstd):
+    x, weight, mean, rstd = ctx.saved_tensors
+    dx, dweight, dbias = _layer_norm_bwd(grad_y, x, weight, mean, rstd)
+    return dx, dweight, dbias.to(ctx.bias_dtype), None
+
+
+_layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_norm_setup)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Fused LayerNorm over the last dimension; as :func:`fastfold.kernels.layer_norm.layer_norm`."""
+    return _layer_norm_fwd(x, weight, bias, eps)[0]

@@ -1,0 +1,112 @@
+"""LayerNorm over the last dimension, in Triton.
+
+Forward: one read of ``x`` and one write of ``y`` per row block, statistics in float32 as
+:func:`fastfold.kernels.layer_norm.layer_norm` computes them; the row mean and reciprocal standard
+deviation are kept for the backward pass. Backward: ``dx`` row by row, and each program sums its rows'
+``dy * x_hat`` and ``dy`` into one partial row of the weight and bias gradients, summed afterwards.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, C, eps,
+                   BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_C)
+    row_valid = rows < N
+    col_valid = cols < C
+    valid = row_valid[:, None] & col_valid[None, :]
+    offsets = rows.to(tl.int64)[:, None] * C + cols[None, :]
+    x = tl.load(x_ptr + offsets, mask=valid, other=0.0).to(tl.float32)
+    mean = tl.sum(x, 1) / C
+    centred = tl.where(valid, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 1) / C + eps)
+    w = tl.load(w_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    y = centred * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=valid)
+    tl.store(mean_ptr + rows, mean, mask=row_valid)
+    tl.store(rstd_ptr + rows, rstd, mask=row_valid)
+
+
+@triton.jit
+def _ln_bwd_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, N, C, ROWS_PER_PROGRAM,
+                   BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_C)
+    col_valid = cols < C
+    w = tl.load(w_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_C], tl.float32)
+    db = tl.zeros([BLOCK_C], tl.float32)
+    first = pid * ROWS_PER_PROGRAM
+    for start in range(first, first + ROWS_PER_PROGRAM, BLOCK_R):
+        rows = start + tl.arange(0, BLOCK_R)
+        row_valid = (rows < N) & (rows < first + ROWS_PER_PROGRAM)
+        valid = row_valid[:, None] & col_valid[None, :]
+        offsets = rows.to(tl.int64)[:, None] * C + cols[None, :]
+        x = tl.load(x_ptr + offsets, mask=valid, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offsets, mask=valid, other=0.0).to(tl.float32)
+        mean = tl.load(mean_ptr + rows, mask=row_valid, other=0.0)
+        rstd = tl.load(rstd_ptr + rows, mask=row_valid, other=0.0)
+        x_hat = tl.where(valid, (x - mean[:, None]) * rstd[:, None], 0.0)
+        g = dy * w[None, :]
+        dx = rstd[:, None] * (g - (tl.sum(g * x_hat, 1)[:, None] * x_hat + tl.sum(g, 1)[:, None]) / C)
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=valid)
+        dw += tl.sum(dy * x_hat, 0)
+        db += tl.sum(dy, 0)
+    tl.store(dw_ptr + pid * C + cols, dw, mask=col_valid)
+    tl.store(db_ptr + pid * C + cols, db, mask=col_valid)
+
+
+def _row_block(c: int) -> tuple:
+    block_c = triton.next_power_of_2(c)
+    return max(1, min(64, 4096 // block_c)), block_c
+
+
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> tuple:
+    """LayerNorm of x [*, C] with weight, bias [C].
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``y`` [*, C] in x's dtype, and the float32 row mean and reciprocal standard deviation [N]
+        (N = rows of x).
+    """
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c).contiguous()
+    n = x2.shape[0]
+    y = torch.empty_like(x2)
+    mean = torch.empty(n, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    block_r, block_c = _row_block(c)
+    _ln_fwd_kernel[(triton.cdiv(n, block_r),)](
+        x2, weight.contiguous(), bias.contiguous(), y, mean, rstd, n, c, eps,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4 if block_r * block_c <= 2048 else 8)
+    return y.view(x.shape), mean, rstd
+
+
+def layer_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                        rstd: torch.Tensor) -> tuple:
+    """Gradients of :func:`layer_norm_forward`: ``(dx [*, C] in x's dtype, dweight [C], dbias [C])``.
+
+    Both parameter gradients come back in weight's dtype (the op wrapper casts dbias to bias's dtype).
+    """
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c).contiguous()
+    dy = grad_y.reshape(-1, c).contiguous()
+    n = x2.shape[0]
+    block_r, block_c = _row_block(c)
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+    programs = max(1, min(triton.cdiv(n, block_r), 4 * sms))
+    rows_per_program = triton.cdiv(triton.cdiv(n, programs), block_r) * block_r
+    programs = triton.cdiv(n, rows_per_program)
+    dx = torch.empty_like(x2)
+    dw = torch.empty(programs, c, device=x.device, dtype=torch.float32)
+    db = torch.empty_like(dw)
+    _ln_bwd_kernel[(programs,)](
+        dy, x2, weight.contiguous(), mean, rstd, dx, dw, db, n, c, rows_per_program,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4 if block_r * block_c <= 2048 else 8)
+    return dx.view(x.shape), dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)

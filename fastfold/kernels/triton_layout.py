@@ -1,0 +1,94 @@
+"""Broadcast operands as strided views over a few canonical leading dimensions.
+
+The Triton kernels index every operand through three leading strides plus its own trailing strides,
+so a broadcast operand (the pair bias shared by all MSA rows, a key mask shared by all heads) is read
+through stride 0 and never expanded in memory. :func:`canonical_views` folds any number of leading
+dimensions into three by merging neighbours that every operand can address with one stride.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class Canonical:
+    """Operands viewed over the canonical leading shape.
+
+    Attributes
+    ----------
+    lead : tuple of int
+        The canonical leading shape ``(Z1, Z2, Z3)``.
+    views : list of torch.Tensor
+        Each operand as a ``[Z1, Z2, Z3, *inner]`` strided view (stride 0 where broadcast).
+    reduced : list of tuple of bool
+        Per operand and canonical dimension: True where the operand itself has size one there, so that
+        its gradient is a sum over that dimension.
+    own_lead : list of tuple of int
+        Per operand, the full leading shape with ones where the operand broadcasts; a gradient computed
+        over the canonical own shape reshapes to ``own_lead + inner``.
+    """
+
+    lead: tuple
+    views: list
+    reduced: list
+    own_lead: list
+
+    def own_shape(self, index: int) -> tuple:
+        """Canonical leading shape of operand ``index`` itself: ones where it broadcasts."""
+        return tuple(1 if r else z for r, z in zip(self.reduced[index], self.lead, strict=False))
+
+
+def canonical_views(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 3) -> Canonical:
+    """View operands broadcast over ``lead`` as ``[*canonical lead (ndim dims), *inner]`` strided tensors.
+
+    Parameters
+    ----------
+    operands : sequence of (torch.Tensor, int)
+        Each operand with its number of trailing (non-leading) dimensions; its leading dimensions must
+        broadcast to ``lead`` and its trailing ones are kept as they are.
+    lead : sequence of int
+        The full broadcast leading shape.
+    ndim : int
+        Number of canonical leading dimensions.
+
+    Returns
+    -------
+    Canonical
+        Views, per-dimension broadcast flags and the operands' own leading shapes. Neighbouring leading
+        dimensions merge when every operand addresses them with one stride and broadcasts over both or
+        neither; where more than ``ndim`` dimensions remain, operands are copied to contiguous memory.
+    """
+    lead = tuple(lead)
+    expanded, flags = [], []
+    for tensor, n_inner in operands:
+        inner = tuple(tensor.shape[tensor.dim() - n_inner:])
+        own = (1,) * (len(lead) + n_inner - tensor.dim()) + tuple(tensor.shape[:tensor.dim() - n_inner])
+        expanded.append(tensor.expand(*lead, *inner))
+        flags.append(tuple(o == 1 and z > 1 for o, z in zip(own, lead, strict=False)))
+    groups = []  # [size, [stride per operand], [flag per operand]]
+    for d, size in enumerate(lead):
+        if size == 1:
+            continue
+        strides = [t.stride(d) for t in expanded]
+        dim_flags = [f[d] for f in flags]
+        if groups and all(gs == s * size and gf == f for gs, s, gf, f in
+                          zip(groups[-1][1], strides, groups[-1][2], dim_flags, strict=False)):
+            groups[-1][0] *= size
+            groups[-1][1] = strides
+        else:
+            groups.append([size, strides, dim_flags])
+    if len(groups) > ndim:
+        dense = [(t.contiguous(), n_inner) for t, (_, n_inner) in zip(expanded, operands, strict=False)]
+        return canonical_views(dense, lead, ndim)
+    groups = [[1, [0] * len(expanded), [False] * len(expanded)]] * (ndim - len(groups)) + groups
+    canon_lead = tuple(g[0] for g in groups)
+    views, reduced, own_lead = [], [], []
+    for i, t in enumerate(expanded):
+        n_inner = operands[i][1]
+        inner_shape = tuple(t.shape[t.dim() - n_inner:])
+        inner_strides = tuple(t.stride()[t.dim() - n_inner:])
+        views.append(t.as_strided(canon_lead + inner_shape, tuple(g[1][i] for g in groups) + inner_strides,
+                                  t.storage_offset()))
+        reduced.append(tuple(g[2][i] for g in groups))
+        own_lead.append(tuple(1 if f else z for f, z in zip(flags[i], lead, strict=False)))
+    return Canonical(canon_lead, views, reduced, own_lead)

@@ -1,0 +1,161 @@
+"""The Triton kernels under Triton's CPU interpreter against their PyTorch twins, forward and every gradient.
+
+Triton decides at import time whether its kernels are interpreted (``TRITON_INTERPRET=1``), so each
+check runs this file in a fresh subprocess with the variable set and ``FASTFOLD_KERNEL=triton``, going
+through the public entry points of :mod:`fastfold.kernels`; no other test module in the pytest process
+sees the variable. Shapes are small and odd (19 queries and keys against 16-wide tiles, head sizes 8 and
+16) so that every tile edge is exercised; float32 throughout, tolerance 1e-5 relative to the largest
+reference value (the interpreter computes the kernels' dots exactly in float32).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TOLERANCE = 1e-5
+
+
+def _close(name, got, want):
+    """Assert ``got`` matches ``want`` to TOLERANCE x max |want|, naming the compared quantity."""
+    import torch
+
+    assert got.shape == want.shape and got.dtype == want.dtype, (name, got.shape, want.shape, got.dtype)
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    err = (got - want).abs().max().item()
+    scale = want.abs().max().item()
+    assert err <= TOLERANCE * max(scale, 1.0), f"{name}: max error {err:.3g} vs max |ref| {scale:.3g}"
+
+
+def _compare(fn_kernel, fn_ref, inputs, names):
+    """Forward and gradients (for a random output gradient) of two functions of the same inputs."""
+    import torch
+
+    out, ref = fn_kernel(*inputs), fn_ref(*inputs)
+    _close("forward", out, ref)
+    grad = torch.randn_like(ref)
+    wrt = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    got_grads, want_grads = torch.autograd.grad(out, wrt, grad), torch.autograd.grad(ref, wrt, grad)
+    for name, got, want in zip(names, got_grads, want_grads, strict=True):
+        _close(f"d{name}", got, want)
+
+
+def _leaf(*shape):
+    import torch
+
+    return torch.randn(*shape, dtype=torch.float32, requires_grad=True)
+
+
+def check_attention_msa_row(c: int) -> None:
+    """MSA-row-like: pair bias broadcast over rows, a bias broadcast over heads, key mask, gate."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.attention import attention_torch
+
+    rows, heads, n = 3, 2, 19
+    q, k, v, gate = _leaf(1, rows, heads, n, c), _leaf(1, rows, heads, n, c), _leaf(1, rows, heads, n, c), \
+        _leaf(1, rows, heads, n, c)
+    pair_bias, row_bias = _leaf(1, 1, heads, n, n), _leaf(1, rows, 1, n, n)
+    mask = torch.rand(1, rows, 1, 1, n) > 0.3
+    mask[0, 1] = False  # every key of row 1 masked: AlphaFold's finite, near-uniform result
+    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], t[3:5], mask, t[5]),
+             lambda *t: attention_torch(t[0], t[1], t[2], t[3:5], mask, t[5]),
+             (q, k, v, pair_bias, row_bias, gate), ["q", "k", "v", "pair_bias", "row_bias", "gate"])
+
+
+def check_attention_shapes() -> None:
+    """Q != K, value size != key size, per-query mask, keys shared by heads, no bias or gate."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.attention import attention_torch
+
+    q, k, v = _leaf(2, 2, 17, 16), _leaf(2, 1, 21, 16), _leaf(2, 1, 21, 8)
+    mask = torch.rand(2, 1, 17, 21) > 0.5
+    mask[1, 0, 3] = False
+    _compare(lambda *t: kernels.attention(*t, mask=mask), lambda *t: attention_torch(*t, mask=mask),
+             (q, k, v), ["q", "k", "v"])
+    full_bias = _leaf(2, 2, 17, 21)  # a bias needing no reduction, and one query (global attention)
+    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]]),
+             lambda *t: attention_torch(t[0], t[1], t[2], [t[3]]),
+             (q, k, v, full_bias), ["q", "k", "v", "bias"])
+    q1 = _leaf(3, 2, 1, 8)
+    k1, v1 = _leaf(3, 1, 19, 8), _leaf(3, 1, 19, 8)
+    key_mask = torch.rand(3, 1, 1, 19) > 0.3
+    _compare(lambda *t: kernels.attention(*t, mask=key_mask), lambda *t: attention_torch(*t, mask=key_mask),
+             (q1, k1, v1), ["q", "k", "v"])
+
+
+def check_attention_no_grad() -> None:
+    """The forward-only path (no saved statistics) gives the same output."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.attention import attention_torch
+
+    q, k, v = (torch.randn(1, 2, 2, 19, 8) for _ in range(3))
+    bias = torch.randn(1, 1, 2, 19, 19)
+    with torch.no_grad():
+        _close("forward", kernels.attention(q, k, v, [bias]), attention_torch(q, k, v, [bias]))
+
+
+def check_softmax() -> None:
+    """softmax(x, bias, mask): bias broadcast over rows, mask over heads and queries, a fully masked row."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.softmax import softmax_torch
+
+    x, bias = _leaf(2, 3, 2, 5, 19), _leaf(2, 1, 2, 5, 19)
+    mask = torch.rand(2, 3, 1, 1, 19) > 0.3
+    mask[0, 1] = False
+    _compare(lambda *t: kernels.softmax(*t, mask=mask), lambda *t: softmax_torch(*t, mask=mask),
+             (x, bias), ["x", "bias"])
+
+
+def check_layer_norm() -> None:
+    """LayerNorm over an odd channel count, with weight and bias gradients."""
+    from fastfold import kernels
+    from fastfold.kernels.layer_norm import layer_norm
+
+    _compare(lambda *t: kernels.layer_norm(*t), lambda *t: layer_norm(*t),
+             (_leaf(3, 7, 37), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
+
+
+def _run_check(name: str, *args: str) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TRITON_INTERPRET="1", FASTFOLD_KERNEL="triton", PYTHONPATH=path)
+    result = subprocess.run([sys.executable, __file__, name, *args], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("c", [8, 16])
+def test_attention_msa_row(c):
+    _run_check("check_attention_msa_row", str(c))
+
+
+def test_attention_shapes():
+    _run_check("check_attention_shapes")
+
+
+def test_attention_no_grad():
+    _run_check("check_attention_no_grad")
+
+
+def test_softmax():
+    _run_check("check_softmax")
+
+
+def test_layer_norm():
+    _run_check("check_layer_norm")
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.manual_seed(0)
+    globals()[sys.argv[1]](*(int(a) for a in sys.argv[2:]))
