@@ -7,8 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
+from fastfold.config import model_config
 from fastfold.data import read_mmcif
 from fastfold.data.dataset import ChainFilters, TrainingDataset
+from fastfold.data.features import make_raw_features
+from fastfold.data.pipeline import process_features
 from fastfold.data.templates import TemplateFeaturizer
 from fastfold.data.tools import HHSearch
 from fastfold.data.tools.hhsuite_database import build_hhsuite_database
@@ -83,6 +86,26 @@ def test_example_features(folders):
     assert dataset.mmcif_cache.read(pathlib.Path(mmcif) / "4cup.cif") is dataset.mmcif_cache.read(
         pathlib.Path(mmcif) / "4cup.cif"
     )
+
+
+def test_example_to_training_batch(folders):
+    """A dataset example goes through the training pipeline: cropped, with ground truth of the crop."""
+    mmcif, alignments = folders
+    dataset = TrainingDataset(mmcif, alignments, chain_names=["4cup_A"],
+                              template_featurizer=TemplateFeaturizer(mmcif, "2020-01-01"))
+    example = dataset[0]
+    config = model_config("model_1")
+    crop_size = 48
+    batch = process_features(make_raw_features(example), config, mode="train", random=3, crop_size=crop_size)
+    assert batch["aatype"].shape[1:] == (crop_size,)
+    assert batch["template_all_atom_positions"].shape[2:] == (crop_size, 37, 3)
+    assert batch["msa_feat"].shape[-2:] == (crop_size, 49)
+    # The crop is one contiguous window of the chain, and its ground truth is that window's atoms.
+    start = int(batch["residue_index"][0, 0])
+    window = slice(start, start + crop_size)
+    np.testing.assert_array_equal(batch["residue_index"][0], np.arange(start, start + crop_size))
+    np.testing.assert_allclose(batch["all_atom_positions"][0], example["all_atom_positions"][window])
+    np.testing.assert_array_equal(batch["all_atom_mask"][0], example["all_atom_mask"][window])
 
 
 def test_without_templates(folders):

@@ -8,7 +8,7 @@ over the residues, as AlphaFold stores them.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -129,3 +129,30 @@ def make_structure_features(chain: MmcifChain, resolution: float) -> FeatureDict
         "all_atom_mask": chain.atom_mask.astype(np.float32),
         "resolution": np.array([resolution], dtype=np.float32),
     }
+
+
+# Keys of a dataset example that are not features themselves but inputs of the feature builders.
+_EXAMPLE_INPUTS = ("domain_name", "sequence", "msas", "release_date")
+
+
+def make_raw_features(example: Mapping) -> FeatureDict:
+    """Raw features of one training example, ready for :func:`fastfold.data.pipeline.process_features`.
+
+    Parameters
+    ----------
+    example
+        An item of :class:`fastfold.data.dataset.TrainingDataset`: ``domain_name``, ``sequence``,
+        ``msas``, ground-truth atoms, ``resolution`` and template features.
+
+    Returns
+    -------
+    dict
+        Sequence and MSA features (:func:`make_sequence_features`, :func:`make_msa_features`) plus the
+        example's structure and template arrays unchanged.
+    """
+    features = {
+        **make_sequence_features(example["sequence"], example["domain_name"]),
+        **make_msa_features(example["msas"]),
+    }
+    features.update({key: value for key, value in example.items() if key not in _EXAMPLE_INPUTS})
+    return features
