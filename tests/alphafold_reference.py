@@ -4,9 +4,14 @@ Every exactness test builds the reference through these functions, so all of the
 configuration and the same kind of randomised parameters:
 
 * :func:`deepmind_monomer_config` - ``alphafold-colabfold``'s config with DeepMind's float32 maths;
-* :func:`random_parameters` - a haiku module's parameters with every value random and non-zero;
+* :func:`model_inputs.random_parameters` - parameters with every value random and non-zero;
 * :func:`save_npz` - those parameters in the published ``params_model_*.npz`` flat-key layout;
-* :func:`random_features` - processed eval-mode features of AlphaFold's shapes.
+* :func:`random_features` - processed eval-mode features of AlphaFold's shapes;
+* :func:`model_inputs.real_features` - features made by our data pipeline from real files;
+* :func:`run_alphafold` - AlphaFold's whole model, recycling driven as DeepMind's eval loop does.
+
+and :func:`assert_close`, :func:`r3_to_4x4`. Inputs that need no JAX come from :mod:`model_inputs`
+(GPU tests use them where JAX is not installed).
 """
 
 import os
@@ -18,8 +23,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from alphafold.common import residue_constants as af_constants  # noqa: E402
 from alphafold.model import config as af_config  # noqa: E402
+from alphafold.model import modules as af_modules  # noqa: E402
+from alphafold.model import r3  # noqa: E402
+from model_inputs import flat_parameters, random_parameters  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# XLA options for compiling a whole model: compile time dominates at test sizes, so optimise little.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def deepmind_monomer_config(name: str = "model_1_ptm"):
@@ -35,36 +46,6 @@ def deepmind_monomer_config(name: str = "model_1_ptm"):
         stack.triangle_multiplication_outgoing.fuse_projection_weights = False
         stack.triangle_multiplication_incoming.fuse_projection_weights = False
     return cfg
-
-
-def random_parameters(init_params, seed: int = 0, constant_scale: float = 0.1):
-    """Replace every parameter array by random non-zero values of a sensible size.
-
-    Arrays that the initialiser filled with random numbers keep their spread (which is fan-in
-    scaled); arrays it filled with a constant (biases, LayerNorm scales, zero-initialised output
-    layers, gates) get that constant plus ``constant_scale`` times a standard normal draw.
-    Values that land exactly on zero are moved away from it.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for module_name in sorted(init_params):
-        out[module_name] = {}
-        for param_name in sorted(init_params[module_name]):
-            init = np.asarray(init_params[module_name][param_name], dtype=np.float32)
-            spread = float(init.std())
-            if spread > 0:
-                value = rng.standard_normal(init.shape) * spread
-            else:
-                value = init + constant_scale * rng.standard_normal(init.shape)
-            value = np.where(value == 0, constant_scale, value).astype(np.float32)
-            out[module_name][param_name] = value
-    return out
-
-
-def flat_parameters(params) -> dict:
-    """Haiku parameters ``{module: {name: array}}`` as DeepMind's flat keys ``{module}//{name}``."""
-    return {f"{module}//{name}": np.asarray(value) for module, names in params.items()
-            for name, value in names.items()}
 
 
 def save_npz(params, path) -> None:
@@ -83,6 +64,16 @@ def assert_close(ours, reference, relative: float = 1e-4, atol: float = 0.0) -> 
     return error
 
 
+def r3_to_4x4(rigids) -> np.ndarray:
+    """AlphaFold's ``r3.Rigids`` as homogeneous matrices ``[*, 4, 4]``."""
+    flat = np.asarray(r3.rigids_to_tensor_flat12(rigids))
+    out = np.zeros(flat.shape[:-1] + (4, 4), np.float32)
+    out[..., :3, :3] = flat[..., :9].reshape(flat.shape[:-1] + (3, 3))
+    out[..., :3, 3] = flat[..., 9:]
+    out[..., 3, 3] = 1.0
+    return out
+
+
 def init_and_randomise(fn, *args, seed: int = 0):
     """Transform ``fn``, initialise it on ``args`` and return (apply, random non-zero params)."""
     transformed = hk.transform(fn)
@@ -98,7 +89,8 @@ def random_features(num_res: int, num_msa: int, num_extra_msa: int, num_template
     """Processed eval-mode features (AlphaFold's names and shapes, no ensemble dimension).
 
     Residue types are random, with one unknown residue (X, index 20) when asked; the atom-layout
-    features follow from them through AlphaFold's own residue tables.
+    features follow from them through AlphaFold's own residue tables. Every template's first N atom
+    sits at (1, 0, 0) (see :func:`_define_first_pre_omega`).
 
     Returns a dict of numpy arrays, e.g. ``msa_feat`` [N_seq, N_res, 49], ``target_feat``
     [N_res, 22], ``template_all_atom_positions`` [N_templ, N_res, 37, 3].
@@ -125,6 +117,7 @@ def random_features(num_res: int, num_msa: int, num_extra_msa: int, num_template
     template_aatype = rng.integers(0, 21, (num_templates, num_res))
     template_positions = rng.standard_normal((num_templates, num_res, 37, 3)).astype(np.float32) * 3.0
     template_positions += np.arange(num_res)[None, :, None, None] * np.array([3.8, 0.0, 0.0])
+    _define_first_pre_omega(template_positions)
     template_masks = atom37_exists[template_aatype].astype(np.float32)
     template_masks *= rng.random(template_masks.shape) < 0.9
     cb_index = af_constants.atom_order["CB"]
@@ -160,6 +153,51 @@ def random_features(num_res: int, num_msa: int, num_extra_msa: int, num_template
         "residx_atom14_to_atom37": restype_atom14_to_atom37[aatype],
         "residx_atom37_to_atom14": restype_atom37_to_atom14[aatype],
     }
+
+
+def _define_first_pre_omega(template_positions: np.ndarray) -> None:
+    """Put every template's first N atom at (1, 0, 0) in place, so that its pre-omega features are zero.
+
+    AlphaFold computes the pre-omega torsion of residue 0 against zero-padded previous atoms: a
+    degenerate frame whose sin/cos is amplified rounding noise (different under jit and eager in
+    JAX itself). The angle is masked, but its features still enter ``template_single_embedding``.
+    With N on a unit axis the Gram-Schmidt step cancels exactly and both codes give zeros.
+    template_positions [N_templ, N_res, 37, 3].
+    """
+    template_positions[:, 0, af_constants.atom_order["N"]] = (1.0, 0.0, 0.0)
+
+
+def run_alphafold(model_config, params, features: dict, num_iterations: int) -> dict:
+    """AlphaFold's (the fork's) model as DeepMind's eval loop runs it; the last iteration's outputs.
+
+    Iteration ``r`` is one call on feature slice ``[r]`` with the previous call's ``prev`` (zeros
+    first), compiled once with :data:`FAST_COMPILE`. The parameter tree is checked against haiku's,
+    shape by shape. ``features`` [N_iter, ...] as from ``model_inputs.real_features``; returns numpy arrays
+    with the representations.
+    """
+    def forward(batch):
+        return af_modules.AlphaFold(model_config)(batch, is_training=False, return_representations=True)
+
+    transformed = hk.transform(forward)
+    evoformer_config = model_config.embeddings_and_evoformer
+    num_res = features["aatype"].shape[-1]
+    prev = {"prev_pos": np.zeros((num_res, 37, 3), np.float32),
+            "prev_msa_first_row": np.zeros((num_res, evoformer_config.msa_channel), np.float32),
+            "prev_pair": np.zeros((num_res, num_res, evoformer_config.pair_channel), np.float32)}
+    first_slice = {key: value[:1] for key, value in features.items()}
+    expected_shapes = jax.eval_shape(transformed.init, jax.random.PRNGKey(0), {**first_slice, "prev": prev})
+    assert jax.tree_util.tree_map(lambda x: x.shape, expected_shapes) == jax.tree_util.tree_map(
+        np.shape, params), "our parameter tree differs from haiku's"
+
+    apply = None
+    for iteration in range(num_iterations):
+        batch = {key: value[iteration:iteration + 1] for key, value in features.items()}
+        inputs = (params, jax.random.PRNGKey(iteration), {**batch, "prev": prev})
+        if apply is None:
+            apply = jax.jit(transformed.apply).lower(*inputs).compile(FAST_COMPILE)
+        outputs = apply(*inputs)
+        prev = outputs["prev"]
+    return jax.tree_util.tree_map(np.asarray, outputs)
 
 
 def _atom_index_tables():

@@ -1,5 +1,7 @@
 """fastfold.model.all_atom against AlphaFold's ``all_atom`` (JAX) on random and real coordinates."""
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -7,34 +9,14 @@ import torch
 from alphafold.model import all_atom as af_all_atom
 from alphafold.model import modules as af_modules
 from alphafold.model import r3
-from alphafold_reference import random_features
+from alphafold_reference import assert_close, r3_to_4x4, random_features
 from Bio.PDB import MMCIFParser
 
 from fastfold.common import residue_constants as rc
 from fastfold.common.rigid import Rigid, quat_to_rot
 from fastfold.model import all_atom
 
-MMCIF_PATH = "/work/shared/data/mmcif/1A8O.cif"
-
-
-def assert_close(ours, reference, relative=1e-4, atol=0.0):
-    """max |ours - reference| <= relative * max |reference| + atol."""
-    ours = ours.detach().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
-    reference = np.asarray(reference)
-    assert ours.shape == reference.shape
-    error = np.abs(ours - reference).max()
-    assert error <= relative * np.abs(reference).max() + atol, f"max error {error}"
-    print(f"max abs error {error:.2e} (reference max {np.abs(reference).max():.2f})")
-
-
-def r3_to_4x4(rigids) -> np.ndarray:
-    """AlphaFold r3.Rigids -> homogeneous matrices [..., 4, 4]."""
-    flat = np.asarray(r3.rigids_to_tensor_flat12(rigids))
-    out = np.zeros(flat.shape[:-1] + (4, 4), np.float32)
-    out[..., :3, :3] = flat[..., :9].reshape(flat.shape[:-1] + (3, 3))
-    out[..., :3, 3] = flat[..., 9:]
-    out[..., 3, 3] = 1.0
-    return out
+MMCIF_PATH = Path(__file__).parent / "data" / "1A8O.cif"
 
 
 def random_backbone(num_res: int, rng) -> np.ndarray:

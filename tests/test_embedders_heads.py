@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 import torch
 from alphafold.common import confidence as af_confidence
-from alphafold.common import residue_constants as af_constants
 from alphafold.model import modules as af_modules
-from alphafold_reference import (
-    deepmind_monomer_config,
-    init_and_randomise,
-    random_features,
-    random_parameters,
-)
+from alphafold_reference import assert_close, deepmind_monomer_config, init_and_randomise, random_features
+from model_inputs import as_torch, flat_parameters, random_parameters
 
 from fastfold.model import heads
 from fastfold.model.all_atom import pseudo_beta
@@ -36,39 +31,6 @@ from fastfold.model.params import load_haiku_params
 NUM_RES, NUM_MSA, NUM_EXTRA, NUM_TEMPL = 14, 5, 7, 2
 
 
-def assert_close(actual, expected, relative=1e-4):
-    """Max abs error within ``relative`` x the reference's max abs."""
-    actual = actual.detach().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape
-    scale = np.abs(expected).max()
-    assert scale > 0
-    error = np.abs(actual - expected).max()
-    assert error <= relative * scale, f"max abs error {error:.3g} > {relative:g} x {scale:.3g}"
-
-
-def flat_params(params) -> dict:
-    return {f"{module}//{name}": np.asarray(value) for module, values in params.items()
-            for name, value in values.items()}
-
-
-def with_defined_first_pre_omega(features: dict) -> dict:
-    """Put every template's first N atom at (1, 0, 0) so that its pre-omega features are exactly zero.
-
-    AlphaFold computes the pre-omega torsion of residue 0 against zero-padded previous atoms: a
-    degenerate frame whose sin/cos is amplified rounding noise (different under jit and eager in
-    JAX itself). The angle is masked, but its features still enter ``template_single_embedding``.
-    With N on a unit axis the Gram-Schmidt step cancels exactly and both codes give zeros.
-    """
-    positions = features["template_all_atom_positions"].copy()
-    positions[:, 0, af_constants.atom_order["N"]] = (1.0, 0.0, 0.0)
-    return {**features, "template_all_atom_positions": positions}
-
-
-def as_torch(features: dict) -> dict:
-    return {key: torch.from_numpy(np.asarray(value)) for key, value in features.items()}
-
-
 # ------------------------------------------------------------------------------------------------ embedders
 
 @pytest.fixture(scope="module")
@@ -83,7 +45,7 @@ def embedding_run():
     config.evoformer_num_block = 1
     config.extra_msa_stack_num_block = 1
     config.template.template_pair_stack.num_block = 1
-    features = with_defined_first_pre_omega(random_features(NUM_RES, NUM_MSA, NUM_EXTRA, NUM_TEMPL, seed=3))
+    features = random_features(NUM_RES, NUM_MSA, NUM_EXTRA, NUM_TEMPL, seed=3)
     rng = np.random.default_rng(4)
     features["prev_pos"] = (rng.standard_normal((NUM_RES, 37, 3)) * 8).astype(np.float32)
     features["prev_msa_first_row"] = rng.standard_normal((NUM_RES, config.msa_channel)).astype(np.float32)
@@ -119,7 +81,7 @@ def embedding_run():
     records.clear()  # initialisation ran the module too
     jax.block_until_ready(jax.jit(transformed.apply)(params, jax.random.PRNGKey(0), features))
     jax.effects_barrier()
-    return cfg, flat_params(params), features, records
+    return cfg, flat_parameters(params), features, records
 
 
 def _load(module, flat):
@@ -219,7 +181,7 @@ def test_head_matches_alphafold(name):
     expected = apply(params, representations)
     (module_name,) = {key.split("/")[0] for key in params}
     head = our_class(head_config, model_config.global_config, channels[channel])
-    load_haiku_params(head, flat_params(params), prefix=module_name)
+    load_haiku_params(head, flat_parameters(params), prefix=module_name)
     with torch.no_grad():
         actual = head(as_torch(representations))
     assert sorted(actual) == sorted(expected)

@@ -15,10 +15,11 @@ from alphafold.model import folding, prng, quat_affine, r3
 from alphafold_reference import (
     assert_close,
     deepmind_monomer_config,
-    flat_parameters,
     init_and_randomise,
+    r3_to_4x4,
     random_features,
 )
+from model_inputs import flat_parameters, scale_backbone_update
 
 from fastfold.common.rigid import Rigid, quat_to_rot
 from fastfold.model.params import load_haiku_params
@@ -26,15 +27,6 @@ from fastfold.model.structure_module import InvariantPointAttention, StructureMo
 
 NUM_RES = 13
 SINGLE_CHANNEL, PAIR_CHANNEL = 384, 128
-
-
-def r3_to_4x4(rigids) -> np.ndarray:
-    flat = np.asarray(r3.rigids_to_tensor_flat12(rigids))
-    out = np.zeros(flat.shape[:-1] + (4, 4), np.float32)
-    out[..., :3, :3] = flat[..., :9].reshape(flat.shape[:-1] + (3, 3))
-    out[..., :3, 3] = flat[..., 9:]
-    out[..., 3, 3] = 1.0
-    return out
 
 
 def inputs(seed: int):
@@ -114,10 +106,7 @@ def structure_outputs(config):
                       safe_key=prng.SafeKey(jax.random.PRNGKey(0)))
 
     apply, params = init_and_randomise(structure_module, single, pair, batch, seed=4)
-    # Randomised, the zero-initialised backbone update moves frames by ~2 nm per iteration and spreads
-    # 13 residues over 400 A; a tenth of it keeps the structure protein-sized (tens of A).
-    for name in ("weights", "bias"):
-        params["structure_module/fold_iteration/affine_update"][name] *= 0.1
+    scale_backbone_update(params)
 
     def loss_and_outputs(single, pair):
         outputs = apply(params, single, pair, batch)

@@ -30,6 +30,13 @@ PARAMETER_PREFIX = "alphafold/alphafold_iteration"
 class EmbeddingsAndEvoformer(nn.Module):
     """Algorithm 2 lines 5-18: embed the inputs, run the template, extra-MSA and Evoformer stacks.
 
+    With ``global_config.bfloat16`` the activations and the parameters (cast at each use) are
+    bfloat16 from the embedders to the outputs, as in AlphaFold's ``bfloat16_context``: the MSA,
+    extra-MSA and pair representations are stored in bfloat16 and every matrix product runs in it,
+    while LayerNorm statistics, softmax and the geometry (recycled and template atom positions,
+    distograms, torsion angles, unit vectors) are computed in float32. The representations are
+    returned in float32 unless ``global_config.bfloat16_output``.
+
     Parameters
     ----------
     config : ConfigDict
@@ -41,6 +48,7 @@ class EmbeddingsAndEvoformer(nn.Module):
     def __init__(self, config, global_config):
         super().__init__()
         self.config = config
+        self.global_config = global_config
         self.input_embedder = InputEmbedder(config, global_config)
         self.recycling_embedder = RecyclingEmbedder(config, global_config)
         if config.max_relative_feature:
@@ -71,38 +79,42 @@ class EmbeddingsAndEvoformer(nn.Module):
             ``single`` [N_res, C_s], ``pair`` [N_res, N_res, C_z], ``msa`` [N_seq, N_res, C_m] (without the
             template rows), ``msa_first_row`` [N_res, C_m].
         """
-        config = self.config
-        msa, pair = self.input_embedder(batch["target_feat"], batch["msa_feat"])  # line 5, Alg 3
+        config, global_config = self.config, self.global_config
+        dtype = torch.bfloat16 if global_config.bfloat16 else torch.float32
+        msa, pair = self.input_embedder(batch["target_feat"].to(dtype), batch["msa_feat"].to(dtype))  # l. 5
         mask_2d = batch["seq_mask"][..., :, None] * batch["seq_mask"][..., None, :]  # [*, N_res, N_res]
-        mask_2d = mask_2d.to(pair.dtype)
+        mask_2d = mask_2d.to(dtype)
         msa, pair = self.recycling_embedder(msa, pair, batch["aatype"], batch["prev_pos"],
                                             batch["prev_msa_first_row"], batch["prev_pair"])  # line 6
         if config.max_relative_feature:
-            pair = pair + self.relative_position_encoding(batch["residue_index"])  # Alg 4
+            pair = pair + self.relative_position_encoding(batch["residue_index"], dtype)  # Alg 4
         if config.template.enabled:  # lines 9-13
             template_batch = {key: value for key, value in batch.items() if key.startswith("template_")}
             pair = pair + self.template_embedding(pair, template_batch, mask_2d)
 
-        extra_msa = self.extra_msa_embedder(batch["extra_msa"], batch["extra_has_deletion"],
-                                            batch["extra_deletion_value"])  # lines 14-15
-        pair = self.extra_msa(extra_msa, pair, batch["extra_msa_mask"].to(pair.dtype), mask_2d)  # line 16
+        extra_msa = self.extra_msa_embedder(batch["extra_msa"], batch["extra_has_deletion"].to(dtype),
+                                            batch["extra_deletion_value"].to(dtype))  # lines 14-15
+        pair = self.extra_msa(extra_msa, pair, batch["extra_msa_mask"].to(dtype), mask_2d)  # line 16
 
         num_sequences = msa.shape[-3]
-        msa_mask = batch["msa_mask"].to(msa.dtype)
+        msa_mask = batch["msa_mask"].to(dtype)
         if config.template.enabled and config.template.embed_torsion_angles:  # lines 7-8
             template_rows, template_mask = self.template_single_embedder(
                 batch["template_aatype"], batch["template_all_atom_positions"],
                 batch["template_all_atom_masks"])
-            msa = torch.cat([msa, template_rows], dim=-3)  # [*, N_seq + N_templ, N_res, C_m]
-            msa_mask = torch.cat([msa_mask, template_mask.to(msa_mask.dtype)], dim=-2)
+            msa = torch.cat([msa, template_rows.to(dtype)], dim=-3)  # [*, N_seq + N_templ, N_res, C_m]
+            msa_mask = torch.cat([msa_mask, template_mask.to(dtype)], dim=-2)
 
         msa, pair = self.evoformer_stack(msa, pair, msa_mask, mask_2d)  # lines 17-18
-        return {
+        representations = {
             "single": self.single_activations(msa[..., 0, :, :]),
             "pair": pair,
             "msa": msa[..., :num_sequences, :, :],
             "msa_first_row": msa[..., 0, :, :],
         }
+        if global_config.bfloat16_output:
+            return representations
+        return {key: value.float() for key, value in representations.items()}
 
 
 def _channels(config, name: str) -> int:

@@ -69,12 +69,12 @@ class RelativePositionEncoding(nn.Module):
         self.max_relative_feature = config.max_relative_feature
         self.pair_activiations = Linear(2 * self.max_relative_feature + 1, config.pair_channel)
 
-    def forward(self, residue_index: torch.Tensor) -> torch.Tensor:
-        """residue_index [*, N_res] -> pair update [*, N_res, N_res, C_z]."""
+    def forward(self, residue_index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """residue_index [*, N_res] -> pair update [*, N_res, N_res, C_z] in ``dtype``."""
         offset = residue_index[..., :, None] - residue_index[..., None, :]  # [*, N_res, N_res]
         bins = torch.clamp(offset + self.max_relative_feature, 0, 2 * self.max_relative_feature).long()
         one_hot = nn.functional.one_hot(bins, 2 * self.max_relative_feature + 1)  # Alg 5
-        return self.pair_activiations(one_hot.to(self.pair_activiations.weights.dtype))
+        return self.pair_activiations(one_hot.to(dtype))
 
 
 class RecyclingEmbedder(nn.Module):
@@ -82,7 +82,9 @@ class RecyclingEmbedder(nn.Module):
 
     Layers ``prev_pos_linear`` (when ``config.recycle_pos``) on the one-hot distogram of the previous
     pseudo-beta positions, ``prev_msa_first_row_norm`` and ``prev_pair_norm`` (when
-    ``config.recycle_features``). Recycled inputs are detached (the stop-gradient of Algorithm 2).
+    ``config.recycle_features``). Recycled inputs are detached (the stop-gradient of Algorithm 2); the
+    distogram and the LayerNorms are computed in float32 (positions) or the recycled inputs' dtype and
+    added in the dtype of ``msa`` and ``pair``.
     """
 
     haiku_name_scope = False
@@ -112,10 +114,10 @@ class RecyclingEmbedder(nn.Module):
                                           self.prev_pos_config.max_bin, self.prev_pos_config.num_bins)
             pair = pair + self.prev_pos_linear(distogram.to(pair.dtype))
         if self.recycle_features:
-            first_row_update = self.prev_msa_first_row_norm(prev_msa_first_row.detach())
+            first_row_update = self.prev_msa_first_row_norm(prev_msa_first_row.detach()).to(msa.dtype)
             first_row = msa[..., :1, :, :] + first_row_update[..., None, :, :]  # [*, 1, N_res, C_m]
             msa = torch.cat([first_row, msa[..., 1:, :, :]], dim=-3)
-            pair = pair + self.prev_pair_norm(prev_pair.detach())
+            pair = pair + self.prev_pair_norm(prev_pair.detach()).to(pair.dtype)
         return msa, pair
 
 
@@ -132,8 +134,8 @@ class ExtraMsaEmbedder(nn.Module):
     def forward(self, extra_msa: torch.Tensor, extra_has_deletion: torch.Tensor,
                 extra_deletion_value: torch.Tensor) -> torch.Tensor:
         """extra_msa [*, N_extra, N_res] (int), extra_has_deletion and extra_deletion_value
-        [*, N_extra, N_res] -> [*, N_extra, N_res, C_e]."""
-        dtype = self.extra_msa_activations.weights.dtype
+        [*, N_extra, N_res] -> [*, N_extra, N_res, C_e], in the dtype of ``extra_deletion_value``."""
+        dtype = extra_deletion_value.dtype
         features = torch.cat([
             nn.functional.one_hot(extra_msa.long(), NUM_MSA_CLASSES).to(dtype),
             extra_has_deletion[..., None].to(dtype),

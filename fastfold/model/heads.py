@@ -169,16 +169,17 @@ def confidence_metrics(outputs: dict, seq_mask: torch.Tensor) -> dict:
     ``ranking_confidence`` (mean pLDDT over ``seq_mask``, DeepMind's monomer ranking), and for pTM
     models ``pae`` [N_res, N_res] (AlphaFold's ``predicted_aligned_error`` matrix, renamed so that the
     head's own output keeps its name), ``aligned_confidence_probs``, ``max_predicted_aligned_error``
-    and ``ptm``.
+    and ``ptm``. Computed in float32 (the logits may be bfloat16 with ``global_config.bfloat16_output``).
     """
-    plddt = compute_plddt(outputs["predicted_lddt"]["logits"])
+    plddt = compute_plddt(outputs["predicted_lddt"]["logits"].float())
     mask = seq_mask.to(plddt.dtype)
     mean_plddt = (plddt * mask).sum() / mask.sum()
     metrics = {"plddt": plddt, "mean_plddt": mean_plddt, "ranking_confidence": mean_plddt}
     if "predicted_aligned_error" in outputs:
         head = outputs["predicted_aligned_error"]
-        aligned_error = compute_predicted_aligned_error(head["logits"], head["breaks"])
+        logits = head["logits"].float()
+        aligned_error = compute_predicted_aligned_error(logits, head["breaks"])
         metrics["pae"] = aligned_error.pop("predicted_aligned_error")
         metrics.update(aligned_error)
-        metrics["ptm"] = predicted_tm_score(head["logits"], head["breaks"], residue_weights=seq_mask)
+        metrics["ptm"] = predicted_tm_score(logits, head["breaks"], residue_weights=seq_mask)
     return metrics

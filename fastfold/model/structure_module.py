@@ -295,7 +295,8 @@ class StructureModule(nn.Module):
         Parameters
         ----------
         representations : dict
-            ``single`` [*, N, C_s] and ``pair`` [*, N, N, C_z].
+            ``single`` [*, N, C_s] and ``pair`` [*, N, N, C_z]; the module computes in float32 whatever
+            their dtype (AlphaFold runs it outside its bfloat16 context).
         batch : dict
             ``aatype`` [*, N] and ``seq_mask`` [*, N].
 
@@ -315,9 +316,9 @@ class StructureModule(nn.Module):
         """
         aatype, mask = batch["aatype"], batch["seq_mask"]
         scale = self.config.position_scale
-        initial_act = self.single_layer_norm(representations["single"])  # line 1
+        initial_act = self.single_layer_norm(representations["single"].float())  # line 1
         act = self.initial_projection(initial_act)  # line 3
-        pair = self.pair_layer_norm(representations["pair"])  # line 2
+        pair = self.pair_layer_norm(representations["pair"].float())  # line 2
         quaternion = torch.zeros(*act.shape[:-1], 4, device=act.device)  # line 4: identity frames
         quaternion[..., 0] = 1.0
         translation = torch.zeros(*act.shape[:-1], 3, device=act.device)
