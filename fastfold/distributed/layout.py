@@ -12,6 +12,11 @@ from fastfold.distributed.mesh import ParallelMesh
 ROWS, COLUMNS = -3, -2  # the sharded dimensions of [*, A, B, C] activations
 
 
+def _done(result: torch.Tensor) -> async_comm.Pending:
+    """A pending collective that has already finished (``overlap=False``): ``wait`` returns ``result``."""
+    return async_comm.Pending(None, None, result)
+
+
 class DapLayout:
     """Layout hooks over the DAP group of ``mesh``: n = ``mesh.dap_size`` slices of every activation.
 
@@ -23,10 +28,19 @@ class DapLayout:
     ----------
     mesh : ParallelMesh
         The process mesh; a mesh with ``dap_size == 1`` makes every hook the identity.
+    overlap : bool
+        ``start_*`` launch their collective and return at once, so that the computation placed
+        before the matching ``wait`` overlaps it (default). ``False`` makes them synchronous (for
+        measuring what the overlap saves); the results are the same.
     """
 
-    def __init__(self, mesh: ParallelMesh):
+    def __init__(self, mesh: ParallelMesh, overlap: bool = True):
         self.mesh = mesh
+        self.overlap = overlap
+
+    @property
+    def num_shards(self) -> int:
+        return self.mesh.dap_size
 
     def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
         n = self.mesh.dap_size
@@ -45,6 +59,8 @@ class DapLayout:
         return comm.all_gather(x, dim, self.mesh)
 
     def start_gather(self, x: torch.Tensor, dim: int) -> async_comm.Pending:
+        if not self.overlap:
+            return _done(self.gather(x, dim))
         return async_comm.start_all_gather(x, dim, self.mesh)
 
     def rows_to_columns(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,9 +70,13 @@ class DapLayout:
         return comm.all_to_all(x, ROWS, COLUMNS, self.mesh)
 
     def start_rows_to_columns(self, x: torch.Tensor) -> async_comm.Pending:
+        if not self.overlap:
+            return _done(self.rows_to_columns(x))
         return async_comm.start_all_to_all(x, COLUMNS, ROWS, self.mesh)
 
     def start_columns_to_rows(self, x: torch.Tensor) -> async_comm.Pending:
+        if not self.overlap:
+            return _done(self.columns_to_rows(x))
         return async_comm.start_all_to_all(x, ROWS, COLUMNS, self.mesh)
 
     def wait(self, pending: async_comm.Pending) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 
 from fastfold import kernels
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
+from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import LayerNorm, glorot_uniform_
 
 
@@ -189,15 +190,22 @@ class MSARowAttentionWithPairBias(nn.Module):
         self.feat_2d_norm = LayerNorm(pair_dim)
         self.feat_2d_weights = _pair_bias_weights(pair_dim, config.num_head)
         self.attention = Attention(config, global_config, msa_dim, msa_dim, msa_dim)
+        self.layout = AxialLayout()
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
         """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res], pair [*, N_res, N_res, C_z]
-        -> update [*, N_seq, N_res, C_m]."""
-        key_mask = msa_mask.bool()[..., :, None, None, :]  # [*, N_seq, 1, 1, N_res]
-        msa = self.query_norm(msa)
+        -> update [*, N_seq, N_res, C_m].
+
+        Under DAP msa and pair are row slices ``[*, N_seq / n, N_res, C_m]``, ``[*, N_res / n, N_res,
+        C_z]`` and the mask is whole; the pair bias of the local pair rows is gathered while the MSA
+        is normalised.
+        """
         pair = self.feat_2d_norm(pair)
         pair_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
-        pair_bias = pair_bias.unsqueeze(-4)  # [*, 1, H, N_res, N_res]
+        pending = self.layout.start_gather(pair_bias, -2)  # [*, H, N_res / n, N_res]
+        msa = self.query_norm(msa)
+        key_mask = self.layout.shard(msa_mask, -2).bool()[..., :, None, None, :]  # [*, N_seq, 1, 1, N]
+        pair_bias = self.layout.wait(pending).unsqueeze(-4)  # [*, 1, H, N_res, N_res]
         return apply_in_chunks(
             lambda x, m: self.attention(x, x, [pair_bias], m), [msa, key_mask], dims=[-3, -4],
             chunk_size=inference_chunk_size(self.global_config, self.training))
@@ -222,10 +230,15 @@ class MSAColumnAttention(nn.Module):
         self.global_config = global_config
         self.query_norm = LayerNorm(msa_dim)
         self.attention = Attention(config, global_config, msa_dim, msa_dim, msa_dim)
+        self.layout = AxialLayout()
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
-        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_m]."""
+        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_m].
+
+        Under DAP msa is a column slice ``[*, N_seq, N_res / n, C_m]`` and the mask is whole.
+        """
         columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_m]
+        msa_mask = self.layout.shard(msa_mask, -1)
         key_mask = msa_mask.transpose(-1, -2).bool()[..., :, None, None, :]  # [*, N_res, 1, 1, N_seq]
         update = apply_in_chunks(
             lambda x, m: self.attention(x, x, mask=m), [columns, key_mask], dims=[-3, -4],
@@ -252,11 +265,15 @@ class MSAColumnGlobalAttention(nn.Module):
         self.global_config = global_config
         self.query_norm = LayerNorm(msa_dim)
         self.attention = GlobalAttention(config, global_config, msa_dim, msa_dim, msa_dim)
+        self.layout = AxialLayout()
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
-        """msa [*, N_seq, N_res, C_e], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_e]."""
+        """msa [*, N_seq, N_res, C_e], msa_mask [*, N_seq, N_res] -> update [*, N_seq, N_res, C_e].
+
+        Under DAP msa is a column slice ``[*, N_seq, N_res / n, C_e]`` and the mask is whole.
+        """
         columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_e]
-        column_mask = msa_mask.transpose(-1, -2)  # [*, N_res, N_seq]
+        column_mask = self.layout.shard(msa_mask, -1).transpose(-1, -2)  # [*, N_res, N_seq]
         update = apply_in_chunks(
             lambda x, m: self.attention(x, x, m), [columns, column_mask], dims=[-3, -2],
             chunk_size=inference_chunk_size(self.global_config, self.training))
@@ -289,16 +306,23 @@ class TriangleAttention(nn.Module):
         self.query_norm = LayerNorm(pair_dim)
         self.feat_2d_weights = _pair_bias_weights(pair_dim, config.num_head)
         self.attention = Attention(config, global_config, pair_dim, pair_dim, pair_dim)
+        self.layout = AxialLayout()
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
-        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z]."""
+        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z].
+
+        Under DAP the pair is a row slice ``[*, N_res / n, N_res, C_z]`` around the starting node and
+        a column slice ``[*, N_res, N_res / n, C_z]`` around the ending node; the mask is whole. The
+        triangle bias of the local rows is gathered.
+        """
         per_column = self.config.orientation == "per_column"
         if per_column:
             pair, pair_mask = pair.transpose(-2, -3), pair_mask.transpose(-1, -2)
-        key_mask = pair_mask.bool()[..., :, None, None, :]  # [*, N_res, 1, 1, N_res]
-        pair = self.query_norm(pair)
+        pair = self.query_norm(pair)  # [*, N_res / n, N_res, C_z]
         triangle_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
-        triangle_bias = triangle_bias.unsqueeze(-4)  # [*, 1, H, N_res, N_res]
+        pending = self.layout.start_gather(triangle_bias, -2)  # [*, H, N_res / n, N_res]
+        key_mask = self.layout.shard(pair_mask, -2).bool()[..., :, None, None, :]  # [*, N, 1, 1, N_res]
+        triangle_bias = self.layout.wait(pending).unsqueeze(-4)  # [*, 1, H, N_res, N_res]
         update = apply_in_chunks(
             lambda x, m: self.attention(x, x, [triangle_bias], m), [pair, key_mask], dims=[-3, -4],
             chunk_size=inference_chunk_size(self.global_config, self.training))

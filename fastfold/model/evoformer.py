@@ -19,6 +19,7 @@ from fastfold.model.attention import (
     TriangleAttention,
 )
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
+from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import (
     TRUNCATED_NORMAL_STDDEV_FACTOR,
     LayerNorm,
@@ -104,6 +105,7 @@ class OuterProductMean(nn.Module):
             nn.init.trunc_normal_(output_w, std=std, a=-2 * std, b=2 * std)
         self.output_w = nn.Parameter(output_w)
         self.output_b = nn.Parameter(torch.zeros(pair_dim))
+        self.layout = AxialLayout()
 
     def _project_outer(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """left [*, N_seq, I, c], right [*, N_seq, N_res, c] -> [*, I, N_res, C_z] (before the mean)."""
@@ -112,14 +114,21 @@ class OuterProductMean(nn.Module):
         return outer.flatten(-2) @ output_w + self.output_b.to(outer.dtype)
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
-        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z]."""
-        mask = msa_mask.to(msa.dtype)[..., None]  # [*, N_seq, N_res, 1]
+        """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z].
+
+        Under DAP msa is a column slice ``[*, N_seq, N_res / n, C_m]`` (the mask whole) and the update
+        is a row slice ``[*, N_res / n, N_res, C_z]``: the right projection is gathered over residues
+        while the left one is computed.
+        """
+        mask = self.layout.shard(msa_mask, -1).to(msa.dtype)[..., None]  # [*, N_seq, N_res, 1]
         msa = self.layer_norm_input(msa)
-        left = mask * self.left_projection(msa)  # [*, N_seq, N_res, c]
-        right = mask * self.right_projection(msa)
+        right = mask * self.right_projection(msa)  # [*, N_seq, N_res, c]
+        pending = self.layout.start_gather(right, -2)
+        left = mask * self.left_projection(msa)
+        right = self.layout.wait(pending)
         update = apply_in_chunks(lambda lhs: self._project_outer(lhs, right), [left], dims=[-2],
                                  chunk_size=self.config.chunk_size, out_dim=-3)
-        norm = torch.einsum("...si,...sj->...ij", mask[..., 0], mask[..., 0])  # [*, N_res, N_res]
+        norm = torch.einsum("...si,...sj->...ij", mask[..., 0], msa_mask.to(msa.dtype))  # [*, N, N]
         return update / (OUTER_PRODUCT_MEAN_EPSILON + norm[..., None])
 
 
@@ -150,6 +159,10 @@ class TriangleMultiplication(nn.Module):
         inputs, output = config.equation.split("->")
         left, right = inputs.split(",")
         self.equation = f"...{left},...{right}->...{output}"
+        # Under DAP the pair is sliced along the axis of `left` that carries an output index (rows
+        # for outgoing edges "ikc", columns for incoming edges "kjc"); `right` is gathered along it.
+        self.sharded_dim = -3 if left[0] in output else -2
+        self.layout = AxialLayout()
         num_intermediate = config.num_intermediate_channel
         gate_init = final_init(global_config)
         self.layer_norm_input = LayerNorm(pair_dim)
@@ -162,11 +175,18 @@ class TriangleMultiplication(nn.Module):
         self.gating_linear = Linear(pair_dim, pair_dim, initializer=gate_init, bias_init=1.0)
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
-        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z]."""
-        mask = pair_mask.to(pair.dtype)[..., None]
+        """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z].
+
+        Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` (outgoing) or
+        column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. The right
+        projection is gathered while the left one is computed.
+        """
+        mask = self.layout.shard(pair_mask, self.sharded_dim + 1).to(pair.dtype)[..., None]
         act = self.layer_norm_input(pair)
-        left = mask * self.left_projection(act) * torch.sigmoid(self.left_gate(act))  # [*, N_res, N_res, c]
-        right = mask * self.right_projection(act) * torch.sigmoid(self.right_gate(act))
+        right = mask * self.right_projection(act) * torch.sigmoid(self.right_gate(act))  # [*, N, N, c]
+        pending = self.layout.start_gather(right, self.sharded_dim)
+        left = mask * self.left_projection(act) * torch.sigmoid(self.left_gate(act))
+        right = self.layout.wait(pending)
         combined = self.center_layer_norm(torch.einsum(self.equation, left, right))  # [*, N_res, N_res, c]
         return self.output_projection(combined) * torch.sigmoid(self.gating_linear(act))
 
@@ -216,10 +236,13 @@ class EvoformerIteration(nn.Module):
         self.triangle_attention_ending_node = TriangleAttention(
             config.triangle_attention_ending_node, global_config, pair_dim)
         self.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+        self.layout = AxialLayout()
 
-    def _add(self, act: torch.Tensor, update: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        """Residual update with the module's dropout."""
-        return act + shared_dropout(update, module.config, self.global_config, self.training)
+    def _add(self, act: torch.Tensor, update: torch.Tensor, module: nn.Module,
+             sharded_dim: int) -> torch.Tensor:
+        """Residual update with the module's dropout; ``sharded_dim``: DAP slicing (-3 rows, -2 columns)."""
+        return act + shared_dropout(update, module.config, self.global_config, self.training, self.layout,
+                                    sharded_dim)
 
     def forward(self, msa: torch.Tensor, pair: torch.Tensor, msa_mask: torch.Tensor,
                 pair_mask: torch.Tensor) -> tuple:
@@ -240,23 +263,42 @@ class EvoformerIteration(nn.Module):
         -------
         tuple of torch.Tensor
             Updated ``(msa, pair)``, same shapes.
+
+        Notes
+        -----
+        Under DAP (``self.layout``, see :mod:`fastfold.model.layout`) msa and pair come and go as row
+        slices ``[*, N_seq / n, N_res, C_m]`` and ``[*, N_res / n, N_res, C_z]`` with whole masks. Each
+        module runs on the slices that its attention or contraction does not cross: the MSA moves to
+        column slices for the column attention, the transition and the outer product mean, and back
+        while the pair updates run; the pair alternates between row and column slices.
         """
+        layout, rows, columns = self.layout, -3, -2
         outer = self.outer_product_mean
         if self.config.outer_product_mean.first:
-            pair = self._add(pair, outer(msa, msa_mask), outer)
+            pair = self._add(pair, outer(layout.rows_to_columns(msa), msa_mask), outer, rows)
         row_attention = self.msa_row_attention_with_pair_bias
-        msa = self._add(msa, row_attention(msa, msa_mask, pair), row_attention)  # line 2
+        msa = self._add(msa, row_attention(msa, msa_mask, pair), row_attention, rows)  # line 2
+        msa = layout.rows_to_columns(msa)  # [*, N_seq, N_res / n, C_m]
         column_attention = (self.msa_column_global_attention if self.is_extra_msa
                             else self.msa_column_attention)
-        msa = self._add(msa, column_attention(msa, msa_mask), column_attention)  # line 3
-        msa = self._add(msa, self.msa_transition(msa), self.msa_transition)  # line 4
+        msa = self._add(msa, column_attention(msa, msa_mask), column_attention, columns)  # line 3
+        msa = self._add(msa, self.msa_transition(msa), self.msa_transition, columns)  # line 4
         if not self.config.outer_product_mean.first:
-            pair = self._add(pair, outer(msa, msa_mask), outer)  # line 5
-        for module in (self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming,
-                       self.triangle_attention_starting_node, self.triangle_attention_ending_node):
-            pair = self._add(pair, module(pair, pair_mask), module)  # lines 6-9
-        pair = self._add(pair, self.pair_transition(pair), self.pair_transition)  # line 10
-        return msa, pair
+            pair = self._add(pair, outer(msa, msa_mask), outer, rows)  # line 5
+        msa_pending = layout.start_columns_to_rows(msa)  # overlaps the pair updates
+        pair = self._add(pair, self.triangle_multiplication_outgoing(pair, pair_mask),
+                         self.triangle_multiplication_outgoing, rows)  # line 6
+        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_z]
+        pair = self._add(pair, self.triangle_multiplication_incoming(pair, pair_mask),
+                         self.triangle_multiplication_incoming, columns)  # line 7
+        pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_z]
+        pair = self._add(pair, self.triangle_attention_starting_node(pair, pair_mask),
+                         self.triangle_attention_starting_node, rows)  # line 8
+        pair = layout.rows_to_columns(pair)
+        pair = self._add(pair, self.triangle_attention_ending_node(pair, pair_mask),
+                         self.triangle_attention_ending_node, columns)  # line 9
+        pair = self._add(pair, self.pair_transition(pair), self.pair_transition, columns)  # line 10
+        return layout.wait(msa_pending), layout.columns_to_rows(pair)
 
 
 class EvoformerStack(nn.Module):
@@ -283,12 +325,19 @@ class EvoformerStack(nn.Module):
         self.evoformer_iteration = nn.ModuleList(
             EvoformerIteration(config.evoformer, global_config, config.msa_channel, config.pair_channel)
             for _ in range(config.evoformer_num_block))
+        self.layout = AxialLayout()
 
     def forward(self, msa: torch.Tensor, pair: torch.Tensor, msa_mask: torch.Tensor,
                 pair_mask: torch.Tensor) -> tuple:
         """msa [*, N_seq, N_res, C_m], pair [*, N_res, N_res, C_z], msa_mask [*, N_seq, N_res],
-        pair_mask [*, N_res, N_res] -> (msa, pair), same shapes."""
+        pair_mask [*, N_res, N_res] -> (msa, pair), same shapes.
+
+        Under DAP the whole inputs are padded and sliced on entry and the whole outputs gathered on exit.
+        """
+        num_seq, num_res = msa.shape[-3:-1]
+        msa, msa_mask = self.layout.enter(msa, msa_mask)  # [*, N_seq / n, N_res, C_m], mask whole
+        pair, pair_mask = self.layout.enter(pair, pair_mask)  # [*, N_res / n, N_res, C_z]
         remat = self.training and self.global_config.use_remat
         for block in self.evoformer_iteration:
             msa, pair = call_with_remat(block, msa, pair, msa_mask, pair_mask, remat=remat)
-        return msa, pair
+        return self.layout.leave(msa, num_seq, num_res), self.layout.leave(pair, num_res, num_res)

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from fastfold.model.evoformer import EvoformerIteration, call_with_remat
+from fastfold.model.layout import AxialLayout
 
 
 class ExtraMsaStack(nn.Module):
@@ -33,6 +34,7 @@ class ExtraMsaStack(nn.Module):
             EvoformerIteration(config.evoformer, global_config, config.extra_msa_channel, config.pair_channel,
                                is_extra_msa=True)
             for _ in range(config.extra_msa_stack_num_block))
+        self.layout = AxialLayout()
 
     def forward(self, extra_msa: torch.Tensor, pair: torch.Tensor, extra_msa_mask: torch.Tensor,
                 pair_mask: torch.Tensor) -> torch.Tensor:
@@ -53,8 +55,13 @@ class ExtraMsaStack(nn.Module):
         -------
         torch.Tensor
             The updated pair representation ``[*, N_res, N_res, C_z]``.
+
+        Under DAP the whole inputs are padded and sliced on entry and the whole pair gathered on exit.
         """
+        num_res = pair.shape[-2]
+        extra_msa, extra_msa_mask = self.layout.enter(extra_msa, extra_msa_mask)  # [*, N_extra_seq / n, ...]
+        pair, pair_mask = self.layout.enter(pair, pair_mask)  # [*, N_res / n, N_res, C_z]
         remat = self.training and self.global_config.use_remat
         for block in self.extra_msa_stack:
             extra_msa, pair = call_with_remat(block, extra_msa, pair, extra_msa_mask, pair_mask, remat=remat)
-        return pair
+        return self.layout.leave(pair, num_res, num_res)

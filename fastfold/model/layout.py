@@ -27,7 +27,13 @@ import torch
 
 
 class AxialLayout:
-    """The single-process layout: every hook returns its input (n = 1)."""
+    """The single-process layout: every hook returns its input (n = 1).
+
+    Modules of the axial stacks hold one in their ``layout`` attribute;
+    ``fastfold.distributed.parallelize`` replaces it with the DAP layout after the model is built.
+    """
+
+    num_shards = 1  # n: the number of slices of every sharded activation
 
     def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
         """Pad and slice an activation for the stack.

@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from fastfold.kernels import layer_norm
+from fastfold.model.layout import AxialLayout
 
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it restores the
 # intended spread after truncation (as haiku's TruncatedNormal initialiser is used by AlphaFold).
 TRUNCATED_NORMAL_STDDEV_FACTOR = 0.87962566103423978
+# The layout of callers that run on one process (it holds no state).
+SINGLE_PROCESS = AxialLayout()
 
 
 def _as_shape(size: int | Sequence[int]) -> tuple:
@@ -96,7 +99,8 @@ def glorot_uniform_(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.uniform_(-limit, limit)
 
 
-def shared_dropout(update: torch.Tensor, config, global_config, training: bool) -> torch.Tensor:
+def shared_dropout(update: torch.Tensor, config, global_config, training: bool,
+                   layout: AxialLayout = SINGLE_PROCESS, sharded_dim: int = -3) -> torch.Tensor:
     """AlphaFold's dropout of a residual update, with one mask shared along rows or columns.
 
     Supplement section 1.11.6: with ``config.shared_dropout``, a ``per_row`` module shares its mask
@@ -105,14 +109,23 @@ def shared_dropout(update: torch.Tensor, config, global_config, training: bool) 
     ``global_config.deterministic``); dropout runs in training, or always with
     ``global_config.eval_dropout``. Kept values are scaled by ``1 / (1 - rate)``.
 
-    update [*, N_rows, N_cols, C] -> [*, N_rows, N_cols, C].
+    Under DAP the update is this process's slice along ``sharded_dim`` (-3 rows, -2 columns) of the
+    ``layout``: the mask is drawn for the whole tensor, with the same random state on every process
+    of the DAP group, and sliced, so it equals the single-process mask where the sizes are
+    multiples of the DAP size (otherwise it is drawn for the padded size).
+
+    update [*, N_rows, N_cols, C] (sliced: [*, N_rows / n, N_cols, C] or [*, N_rows, N_cols / n, C])
+    -> same shape.
     """
     rate = 0.0 if global_config.deterministic else config.dropout_rate
     if rate == 0.0 or not (training or global_config.eval_dropout):
         return update
     shape = list(update.shape)
+    shape[sharded_dim] *= layout.num_shards
     if config.shared_dropout:
         shape[-3 if config.orientation == "per_row" else -2] = 1
     keep_rate = 1.0 - rate
     keep = torch.empty(shape, dtype=update.dtype, device=update.device).bernoulli_(keep_rate)
+    if keep.shape[sharded_dim] > 1:
+        keep = layout.shard(keep, sharded_dim)
     return keep * update / keep_rate

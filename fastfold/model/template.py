@@ -12,6 +12,7 @@ from fastfold.model.attention import Attention, TriangleAttention
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.embedders import NUM_TEMPLATE_AATYPE_CLASSES, distogram_one_hot
 from fastfold.model.evoformer import Transition, TriangleMultiplication, call_with_remat
+from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import LayerNorm, Linear, shared_dropout
 
 # Template features read by the pair embedding, in the order the per-template chunks slice them.
@@ -111,7 +112,12 @@ def template_pair_features(template_aatype: torch.Tensor, template_all_atom_posi
 
 
 class TemplatePairBlock(nn.Module):
-    """One block of the template pair stack, Algorithm 16 lines 2-6 (AlphaFold's order)."""
+    """One block of the template pair stack, Algorithm 16 lines 2-6 (AlphaFold's order).
+
+    Under DAP (``self.layout``) the pair comes and goes as row slices ``[*, N_res / n, N_res, C_t]``
+    with the mask whole; the modules around the ending node and for incoming edges, and the
+    transition, run on column slices.
+    """
 
     def __init__(self, config, global_config, pair_dim: int):
         super().__init__()
@@ -125,15 +131,28 @@ class TemplatePairBlock(nn.Module):
         self.triangle_multiplication_incoming = TriangleMultiplication(
             config.triangle_multiplication_incoming, global_config, pair_dim)
         self.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+        self.layout = AxialLayout()
+
+    def _add(self, pair: torch.Tensor, module: nn.Module, pair_mask: torch.Tensor, sharded_dim: int):
+        """Residual update by ``module`` with its dropout; ``sharded_dim`` is the DAP slicing."""
+        update = module(pair, pair_mask)
+        return pair + shared_dropout(update, module.config, self.global_config, self.training, self.layout,
+                                     sharded_dim)
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
         """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t]."""
-        for module in (self.triangle_attention_starting_node, self.triangle_attention_ending_node,
-                       self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming):
-            update = module(pair, pair_mask)
-            pair = pair + shared_dropout(update, module.config, self.global_config, self.training)
-        update = self.pair_transition(pair)
-        return pair + shared_dropout(update, self.pair_transition.config, self.global_config, self.training)
+        layout, rows, columns = self.layout, -3, -2
+        pair = self._add(pair, self.triangle_attention_starting_node, pair_mask, rows)  # line 2
+        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_t]
+        pair = self._add(pair, self.triangle_attention_ending_node, pair_mask, columns)  # line 3
+        pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_t]
+        pair = self._add(pair, self.triangle_multiplication_outgoing, pair_mask, rows)  # line 4
+        pair = layout.rows_to_columns(pair)
+        pair = self._add(pair, self.triangle_multiplication_incoming, pair_mask, columns)  # line 5
+        update = self.pair_transition(pair)  # line 6
+        pair = pair + shared_dropout(update, self.pair_transition.config, self.global_config, self.training,
+                                     layout, columns)
+        return layout.columns_to_rows(pair)
 
 
 class TemplatePairStack(nn.Module):
@@ -154,13 +173,19 @@ class TemplatePairStack(nn.Module):
         self.global_config = global_config
         self.layer_stack = nn.ModuleList(
             TemplatePairBlock(config, global_config, pair_dim) for _ in range(config.num_block))
+        self.layout = AxialLayout()
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
-        """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t]."""
+        """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t].
+
+        Under DAP the whole pair is padded and sliced on entry and gathered on exit.
+        """
+        num_res = pair.shape[-2]
+        pair, pair_mask = self.layout.enter(pair, pair_mask)  # [*, N_res / n, N_res, C_t], mask whole
         remat = self.training and self.global_config.use_remat
         for block in self.layer_stack:
             pair = call_with_remat(block, pair, pair_mask, remat=remat)
-        return pair
+        return self.layout.leave(pair, num_res, num_res)
 
 
 class SingleTemplateEmbedding(nn.Module):

@@ -1,0 +1,195 @@
+"""DAP on GPUs: DAP 2 = DAP 1 check, Evoformer scaling table, overlap, memory and a profiler summary.
+
+Run under torchrun with 2 processes (``scripts/benchmark_dap.sh`` does everything in one call)::
+
+    torchrun --standalone --nproc-per-node 2 scripts/benchmark_dap.py --out OUT
+
+DAP 1 runs on both GPUs at once as two independent replicas (a DP mesh: no collective in the
+model), DAP 2 splits one Evoformer over both. Official widths (C_m 256, C_z 128), float32 with TF32
+matrix products for the timings and without for the equality check, the PyTorch attention
+(``FASTFOLD_KERNEL=torch``), inference chunked by ``--subbatch`` rows, training with
+rematerialisation. Prints markdown tables; writes ``OUT/dap_results.json``.
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+
+import torch
+import torch.distributed as dist
+
+from fastfold.config import model_config
+from fastfold.distributed import ParallelMesh, average_gradients, init_from_env, parallelize
+from fastfold.model.evoformer import EvoformerStack
+
+
+def build(num_blocks: int, subbatch: int, seed: int = 0) -> EvoformerStack:
+    """The Evoformer stack of model_1_ptm with random (not zero) final layers and no dropout."""
+    cfg = model_config("model_1_ptm").model
+    cfg.global_config.update(zero_init=False, deterministic=True, subbatch_size=subbatch, use_remat=True)
+    cfg.embeddings_and_evoformer.evoformer_num_block = num_blocks
+    torch.manual_seed(seed)
+    return EvoformerStack(cfg.embeddings_and_evoformer, cfg.global_config).cuda()
+
+
+def inputs(num_seq: int, num_res: int, seed: int = 0) -> tuple:
+    """msa [N_seq, N_res, 256], pair [N_res, N_res, 128], masks with a few zeros (first row/column kept)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    msa = torch.randn(num_seq, num_res, 256, device="cuda", generator=g)
+    pair = torch.randn(num_res, num_res, 128, device="cuda", generator=g)
+    msa_mask = (torch.rand(num_seq, num_res, device="cuda", generator=g) > 0.1).float()
+    msa_mask[0] = msa_mask[:, 0] = 1.0
+    return msa, pair, msa_mask, torch.ones(num_res, num_res, device="cuda")
+
+
+def run(model, args: tuple, train: bool) -> tuple:
+    """One forward (inference) or forward + backward (training, loss = weighted sum of the outputs)."""
+    if not train:
+        with torch.no_grad():
+            return model.eval()(*args)
+    msa, pair = model.train()(*args)
+    (msa.sum() + (pair * pair).mean()).backward()
+    return msa, pair
+
+
+def seconds(model, args: tuple, train: bool, repeats: int) -> float:
+    """Median wall time of ``repeats`` steps after one warm-up, the slowest rank's; NaN when out of memory
+    (at DAP 1 the ranks are independent; at DAP 2 both run out together, their halves being equal)."""
+    try:
+        run(model, args, train)
+    except torch.OutOfMemoryError:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return float("nan")
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run(model, args, train)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    result = torch.tensor(statistics.median(times), device="cuda")
+    dist.all_reduce(result, op=dist.ReduceOp.MAX)
+    return result.item()
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).norm() / expected.norm()).item()
+
+
+def check_equal(meshes: dict, num_seq: int, num_res: int) -> dict:
+    """DAP 2 vs DAP 1 in float32 (TF32 off): outputs in eval, parameter gradients in training."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = build(num_blocks=2, subbatch=32)
+    args = inputs(num_seq, num_res, seed=1)
+    single = parallelize(copy.deepcopy(model), meshes[1])
+    dap = parallelize(model, meshes[2])
+    errors = {}
+    for name, a, e in zip(("msa", "pair"), run(dap, args, False), run(single, args, False), strict=True):
+        errors[f"output {name}"] = relative_error(a, e)
+    run(single, args, True)
+    run(dap, args, True)
+    average_gradients(dap.parameters(), meshes[2])  # DAP 2: sum over 2 identical losses / 2
+    # Over all parameters together: some gradients are zero in exact arithmetic (LayerNorm offsets
+    # before a softmax bias) and their per-parameter relative error is rounding noise.
+    errors["all parameter gradients"] = relative_error(
+        torch.cat([p.grad.flatten() for p in dap.parameters()]),
+        torch.cat([q.grad.flatten() for q in single.parameters()]))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return errors
+
+
+def exposed_communication(trace_path: str) -> dict:
+    """From a chrome trace: GPU time in NCCL kernels, and the part of it with no compute kernel running."""
+    with open(trace_path) as f:
+        events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "kernel"]
+    comm = _union([(e["ts"], e["ts"] + e["dur"]) for e in events if "nccl" in e["name"].lower()])
+    compute = _union([(e["ts"], e["ts"] + e["dur"]) for e in events if "nccl" not in e["name"].lower()])
+    total = sum(end - start for start, end in comm)
+    covered = sum(max(0.0, min(a1, b1) - max(a0, b0)) for a0, a1 in comm for b0, b1 in compute)
+    span = max(e["ts"] + e["dur"] for e in events) - min(e["ts"] for e in events)
+    return {"gpu_span_ms": span / 1e3, "nccl_ms": total / 1e3, "exposed_nccl_ms": (total - covered) / 1e3}
+
+
+def _union(intervals: list) -> list:
+    merged = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def profile(model, args: tuple, name: str) -> dict:
+    """One profiled inference step on this rank; the trace is summarised, not kept."""
+    run(model, args, False)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run(model, args, False)
+        torch.cuda.synchronize()
+    path = os.path.join("/tmp", f"trace_{name}_{dist.get_rank()}.json")
+    prof.export_chrome_trace(path)
+    return exposed_communication(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="/tmp/dap_benchmark")
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--num-seq", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--subbatch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile-size", type=int, default=1024)
+    options = parser.parse_args()
+    mesh = init_from_env(dap_size=2)
+    meshes = {1: ParallelMesh.from_process_group(1), 2: mesh}
+    rank0 = dist.get_rank() == 0
+    torch.backends.cuda.matmul.allow_tf32 = True
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "nccl": ".".join(map(str, torch.cuda.nccl.version())), "options": vars(options)}
+    results["equality"] = check_equal(meshes, num_seq=61, num_res=203)
+    if rank0:
+        print("equality DAP 2 vs 1 (relative L2 error):", results["equality"], flush=True)
+        print("| mode | N_res | DAP 1 s | DAP 2 sync s | DAP 2 overlap s | speed-up sync | speed-up overlap "
+              "| peak GiB DAP 1 | peak GiB DAP 2 |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    model = build(options.blocks, options.subbatch)
+    rows = []
+    for train, sizes in ((False, options.sizes), (True, options.train_sizes)):
+        for num_res in sizes:
+            args = inputs(options.num_seq, num_res)
+            row = {"mode": "train" if train else "inference", "num_res": num_res}
+            for key, dap, overlap in (("dap1", 1, True), ("dap2_sync", 2, False), ("dap2_overlap", 2, True)):
+                parallelize(model, meshes[dap], overlap=overlap)
+                torch.cuda.reset_peak_memory_stats()
+                row[key] = seconds(model, args, train, options.repeats)
+                row[f"{key}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(row)
+            if rank0:
+                print(f"| {row['mode']} | {num_res} | {row['dap1']:.3f} | {row['dap2_sync']:.3f} | "
+                      f"{row['dap2_overlap']:.3f} | {row['dap1'] / row['dap2_sync']:.2f} | "
+                      f"{row['dap1'] / row['dap2_overlap']:.2f} | {row['dap1_peak_gib']:.1f} | "
+                      f"{row['dap2_overlap_peak_gib']:.1f} |", flush=True)
+            del args
+    results["rows"] = rows
+    args = inputs(options.num_seq, options.profile_size)
+    results["profile"] = {}
+    for name, overlap in (("sync", False), ("overlap", True)):
+        results["profile"][name] = profile(parallelize(model, meshes[2], overlap=overlap), args, name)
+    if rank0:
+        print(f"profile, inference N_res {options.profile_size}, DAP 2, rank 0:", results["profile"],
+              flush=True)
+        os.makedirs(options.out, exist_ok=True)
+        with open(os.path.join(options.out, "dap_results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
