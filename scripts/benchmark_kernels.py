@@ -6,7 +6,10 @@ twin, ``scaled_dot_product_attention`` with the pair bias and mask offset summed
 float mask, and FlexAttention with the bias and mask in its ``score_mod``. Forward is timed without
 autograd; forward+backward computes gradients of q, k, v, the pair bias and the gate. Peak memory is
 the allocator's peak during one forward+backward above what the inputs already hold. LayerNorm (bf16,
-128 and 256 channels) is compared with ``torch.nn.functional.layer_norm`` and a device copy.
+128 and 256 channels) is compared with ``torch.nn.functional.layer_norm`` and a device copy. The
+triangle multiplicative update (bf16 pair, float32 parameters as in the model, C_z = c = 128) is
+compared with its PyTorch twin (the model's module), forward and forward+backward (gradients of the
+pair and every weight).
 
 Usage: ``python scripts/benchmark_kernels.py [--quick] [--markdown PATH]``.
 """
@@ -23,6 +26,10 @@ from triton.testing import do_bench
 from fastfold.kernels import ops
 from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.softmax import mask_to_bias
+from fastfold.kernels.triangle_multiplication import (
+    TriangleMultiplicationWeights,
+    triangle_multiplication_torch,
+)
 
 
 def attention_sdpa(q, k, v, biases, mask, gate):
@@ -180,6 +187,55 @@ def benchmark_layer_norm():
     return header, rows_out
 
 
+def _triangle_inputs(n, cz=128, c=128):
+    def leaf(*shape, dtype=torch.float32):
+        return (torch.randn(*shape, device="cuda") * shape[0] ** -0.5).to(dtype).requires_grad_()
+
+    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
+    weights = TriangleMultiplicationWeights(*(leaf(*s) for s in shapes))
+    pair = leaf(n, n, cz, dtype=torch.bfloat16)
+    mask = torch.rand(n, n, device="cuda") > 0.1
+    return pair, mask, weights
+
+
+def _measure_triangle(fn, pair, mask, weights):
+    """(forward ms, forward+backward ms, peak MiB over inputs) of one implementation (outgoing edges)."""
+    def forward():
+        with torch.no_grad():
+            return fn(pair, mask, weights, True)
+
+    def forward_backward():
+        out = fn(pair, mask, weights, True)
+        return torch.autograd.grad(out, (pair, *weights), torch.ones_like(out))
+
+    times = [do_bench(step, warmup=25, rep=100, return_mode="median") for step in (forward, forward_backward)]
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    forward_backward()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    torch.cuda.empty_cache()
+    return (*times, peak)
+
+
+def benchmark_triangle():
+    rows_out = []
+    for n in (256, 384, 768):
+        inputs = _triangle_inputs(n)
+        f, fb, mem = _measure_triangle(ops.triangle_multiplication, *inputs)
+        tf, tfb, tmem = _measure_triangle(triangle_multiplication_torch, *inputs)
+        line = [f"N={n} C_z=128 c=128", f"{_fmt(f)} / {_fmt(fb)} / {_fmt(mem)}",
+                f"{_fmt(tf)} / {_fmt(tfb)} / {_fmt(tmem)}", _fmt(tf / f, "x"), _fmt(tfb / fb, "x"),
+                _fmt(tmem / mem, "x")]
+        rows_out.append(line)
+        print(" | ".join(line), flush=True)
+    header = ["case (outgoing, bf16)", "fastfold: fwd ms / fwd+bwd ms / peak MiB",
+              "twin: fwd ms / fwd+bwd ms / peak MiB", "fwd speed-up", "fwd+bwd speed-up",
+              "peak memory: twin / ours"]
+    return header, rows_out
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -198,11 +254,14 @@ def main():
            f"Python {platform.python_version()}, {datetime.date.today().isoformat()}")
     print(env, flush=True)
     attn = benchmark_attention(cases, names)
+    tri = benchmark_triangle()
     ln = benchmark_layer_norm()
+    tables = (f"### Attention (bf16)\n\n{_table(*attn)}\n\n### Triangle multiplicative update\n\n"
+              f"{_table(*tri)}\n\n### LayerNorm\n\n{_table(*ln)}\n")
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"{env}\n\n### Attention (bf16)\n\n{_table(*attn)}\n\n### LayerNorm\n\n{_table(*ln)}\n")
-    print("\n" + _table(*attn) + "\n\n" + _table(*ln))
+            f.write(f"{env}\n\n{tables}")
+    print("\n" + tables)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,31 @@ def test_layer_norm(channels, dtype, monkeypatch):
     _assert_within(results, ["out", "dx", "dweight", "dbias"], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("outgoing", [True, False], ids=["outgoing", "incoming"])
+@pytest.mark.parametrize("shape", [(1, 67, 128, 128), (2, 33, 64, 32)], ids=lambda s: "x".join(map(str, s)))
+def test_triangle_multiplication(shape, outgoing, dtype, monkeypatch):
+    from fastfold import kernels
+    from fastfold.kernels.triangle_multiplication import triangle_multiplication_torch
+
+    monkeypatch.setenv(kernels.KERNEL_ENV_VAR, "triton")
+    batch, n, cz, c = shape
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    fields = kernels.TriangleMultiplicationWeights._fields
+    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
+    weights = [torch.randn(*s, device="cuda", generator=gen, dtype=torch.float64) * s[0] ** -0.5
+               for s in shapes]
+    pair = torch.randn(batch, n, n, cz, device="cuda", generator=gen, dtype=torch.float64)
+    mask = torch.rand(batch, n, n, device="cuda", generator=gen) > 0.1
+
+    def run(fn):
+        return lambda p, m, *w: fn(p, m, kernels.TriangleMultiplicationWeights(*w), outgoing)
+
+    results = _three_way(run(kernels.triangle_multiplication), run(triangle_multiplication_torch),
+                         (pair, mask, *weights), dtype)
+    _assert_within(results, ["out", "dpair", *(f"d{f}" for f in fields)], dtype)
+
+
 def test_attention_compiles():
     """torch.compile traces around the custom op, forward and backward."""
     from fastfold.kernels import ops

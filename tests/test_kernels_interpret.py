@@ -124,6 +124,27 @@ def check_layer_norm() -> None:
              (_leaf(3, 7, 37), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
 
 
+def check_triangle_multiplication(outgoing: int) -> None:
+    """Triangle multiplicative update, batch 2, N 13, C_z 12, c 8: forward, d pair and all 16 weight grads."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.triangle_multiplication import triangle_multiplication_torch
+
+    cz, c = 12, 8
+    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
+    weights = [_leaf(*shape) for shape in shapes]
+    pair = _leaf(2, 13, 13, cz)
+    mask = (torch.rand(2, 13, 13) > 0.2).float()
+    names = ["pair", *kernels.TriangleMultiplicationWeights._fields]
+
+    def run(fn):
+        return lambda p, *w: fn(p, mask, kernels.TriangleMultiplicationWeights(*w), bool(outgoing))
+
+    inputs = (pair, *weights)
+    _compare(run(kernels.triangle_multiplication), run(triangle_multiplication_torch), inputs, names)
+
+
 def _run_check(name: str, *args: str) -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -148,6 +169,11 @@ def test_attention_no_grad():
 
 def test_softmax():
     _run_check("check_softmax")
+
+
+@pytest.mark.parametrize("outgoing", [1, 0])
+def test_triangle_multiplication(outgoing):
+    _run_check("check_triangle_multiplication", str(outgoing))
 
 
 def test_layer_norm():

@@ -22,6 +22,10 @@ import torch
 from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.layer_norm import layer_norm as layer_norm_torch
 from fastfold.kernels.softmax import softmax_torch
+from fastfold.kernels.triangle_multiplication import (
+    TriangleMultiplicationWeights,
+    triangle_multiplication_torch,
+)
 
 KERNEL_ENV_VAR = "FASTFOLD_KERNEL"
 
@@ -90,4 +94,17 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return layer_norm_torch(x, weight, bias, eps)
 
 
-__all__ = ["Kernel", "KERNEL_ENV_VAR", "attention", "kernel_setting", "layer_norm", "softmax"]
+def triangle_multiplication(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleMultiplicationWeights,
+                            outgoing: bool) -> torch.Tensor:
+    """Triangle multiplicative update (Algorithms 11, 12); see :func:`triangle_multiplication_torch`.
+
+    pair [*, N, N, C_z], mask [*, N, N] -> update [*, N, N, C_z]; ``outgoing`` picks Algorithm 11.
+    """
+    if _use_triton(pair):
+        from fastfold.kernels import ops
+        return ops.triangle_multiplication(pair, mask, weights, outgoing)
+    return triangle_multiplication_torch(pair, mask, weights, outgoing)
+
+
+__all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleMultiplicationWeights", "attention", "kernel_setting",
+           "layer_norm", "softmax", "triangle_multiplication"]

@@ -9,7 +9,17 @@ op needs; the public functions here return only the result.
 import torch
 from torch import Tensor
 
-from fastfold.kernels import triton_attention, triton_layer_norm, triton_softmax
+from fastfold.kernels import (
+    triton_attention,
+    triton_attention_bwd,
+    triton_layer_norm,
+    triton_softmax,
+    triton_triangle,
+)
+from fastfold.kernels.triangle_multiplication import (
+    TriangleMultiplicationWeights,
+    triangle_multiplication_torch,
+)
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -21,45 +31,45 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
 
 @torch.library.custom_op("fastfold::attention_fwd", mutates_args=())
 def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor], mask: Tensor | None,
-                   gate: Tensor | None, save_aux: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return triton_attention.attention_forward(q, k, v, biases, mask, gate, save_aux)
+                   gate: Tensor | None, save_stats: bool) -> tuple[Tensor, Tensor]:
+    return triton_attention.attention_forward(q, k, v, biases, mask, gate, save_stats)
 
 
 @_attention_fwd.register_fake
-def _(q, k, v, biases, mask, gate, save_aux):
+def _(q, k, v, biases, mask, gate, save_stats):
     shapes = [q.shape[:-2], k.shape[:-2], v.shape[:-2], *(b.shape[:-2] for b in biases)]
     shapes += [t.shape[:-2] for t in (mask, gate) if t is not None]
     lead = torch.broadcast_shapes(*shapes)
     out = q.new_empty(*lead, q.shape[-2], v.shape[-1], dtype=v.dtype)
-    if not save_aux:
-        return out, q.new_empty(0), q.new_empty(0)
-    return out, torch.empty_like(out), q.new_empty(*lead, q.shape[-2], 2, dtype=torch.float32)
+    if not save_stats:
+        return out, q.new_empty(0)
+    return out, q.new_empty(*lead, q.shape[-2], 2, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastfold::attention_bwd", mutates_args=())
 def _attention_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor],
-                   mask: Tensor | None, gate: Tensor | None, o_pre: Tensor, stats: Tensor) -> list[Tensor]:
-    dq, dk, dv, dbiases, dgate = triton_attention.attention_backward(grad_out, q, k, v, biases, mask, gate,
-                                                                     o_pre, stats)
+                   mask: Tensor | None, gate: Tensor | None, out: Tensor, stats: Tensor) -> list[Tensor]:
+    dq, dk, dv, dbiases, dgate = triton_attention_bwd.attention_backward(
+        grad_out, q, k, v, biases, mask, gate, out, stats)
     return [dq, dk, dv, *dbiases] + ([dgate] if dgate is not None else [])
 
 
 @_attention_bwd.register_fake
-def _(grad_out, q, k, v, biases, mask, gate, o_pre, stats):
+def _(grad_out, q, k, v, biases, mask, gate, out, stats):
     return [torch.empty_like(t) for t in (q, k, v, *biases, *([gate] if gate is not None else []))]
 
 
 def _attention_setup(ctx, inputs, output):
     q, k, v, biases, mask, gate, _ = inputs
-    _, o_pre, stats = output
+    out, stats = output
     ctx.num_biases = len(biases)
     ctx.has_gate = gate is not None
-    ctx.save_for_backward(q, k, v, mask, gate, o_pre, stats, *biases)
+    ctx.save_for_backward(q, k, v, mask, gate, out, stats, *biases)
 
 
-def _attention_backward(ctx, grad_out, _grad_o_pre, _grad_stats):
-    q, k, v, mask, gate, o_pre, stats, *biases = ctx.saved_tensors
-    grads = _attention_bwd(grad_out, q, k, v, biases, mask, gate, o_pre, stats)
+def _attention_backward(ctx, grad_out, _grad_stats):
+    q, k, v, mask, gate, out, stats, *biases = ctx.saved_tensors
+    grads = _attention_bwd(grad_out, q, k, v, biases, mask, gate, out, stats)
     dq, dk, dv = grads[:3]
     dbiases = grads[3:3 + ctx.num_biases]
     dgate = grads[-1] if ctx.has_gate else None
@@ -83,8 +93,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = 
         for bias in biases[keep + 1:]:
             tail = tail + bias.float()
         biases = biases[:keep] + [tail]
-    save_aux = _needs_grad(q, k, v, gate, *biases)
-    return _attention_fwd(q, k, v, biases, mask, gate, save_aux)[0]
+    save_stats = _needs_grad(q, k, v, gate, *biases)
+    return _attention_fwd(q, k, v, biases, mask, gate, save_stats)[0]
 
 
 # --- softmax ------------------------------------------------------------------------------------------
@@ -179,3 +189,45 @@ _layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_nor
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Fused LayerNorm over the last dimension; as :func:`fastfold.kernels.layer_norm.layer_norm`."""
     return _layer_norm_fwd(x, weight, bias, eps)[0]
+
+
+# --- triangle multiplicative update -------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastfold::triangle_multiplication_fwd", mutates_args=())
+def _triangle_fwd(pair: Tensor, mask: Tensor, weights: list[Tensor], outgoing: bool) -> Tensor:
+    weights = TriangleMultiplicationWeights(*weights)
+    return triton_triangle.triangle_multiplication_forward(pair, mask, weights, outgoing)
+
+
+@_triangle_fwd.register_fake
+def _(pair, mask, weights, outgoing):
+    return torch.empty_like(pair)
+
+
+def _triangle_setup(ctx, inputs, output):
+    pair, mask, weights, outgoing = inputs
+    ctx.outgoing = outgoing
+    ctx.save_for_backward(pair, mask, *weights)
+
+
+def _triangle_backward(ctx, grad):
+    """Gradients of pair and every weight by recomputing the PyTorch twin (the forward keeps nothing)."""
+    pair, mask, *weights = ctx.saved_tensors
+
+    def twin(pair, *weights):
+        weights = TriangleMultiplicationWeights(*weights)
+        return triangle_multiplication_torch(pair, mask, weights, ctx.outgoing)
+
+    _, vjp = torch.func.vjp(twin, pair, *weights)
+    dpair, *dweights = vjp(grad)
+    return dpair, None, dweights, None
+
+
+_triangle_fwd.register_autograd(_triangle_backward, setup_context=_triangle_setup)
+
+
+def triangle_multiplication(pair: Tensor, mask: Tensor, weights: TriangleMultiplicationWeights,
+                            outgoing: bool) -> Tensor:
+    """Fused triangle multiplicative update; as :func:`triangle_multiplication_torch`."""
+    return _triangle_fwd(pair, mask, [t.contiguous() for t in weights], outgoing)

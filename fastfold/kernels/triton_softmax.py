@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastfold.kernels.triton_attention import MASK_OFFSET, _split_pid, _tile
+from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid
 from fastfold.kernels.triton_layout import canonical_views
 
 MAX_ROW = 32768  # longest row held in one tile
@@ -21,16 +21,16 @@ MAX_ROW = 32768  # longest row held in one tile
 def _softmax_fwd_kernel(x_ptr, b_ptr, m_ptr, y_ptr, x_st, b_st, m_st, y_st, Z2, Z3, R, K,
                         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    z1, z2, z3, rb = _split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(R, BLOCK_R))
+    z1, z2, z3, rb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(R, BLOCK_R))
     rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_K)
     valid = (rows < R)[:, None] & (cols < K)[None, :]
-    x = _tile(x_ptr, x_st, z1, z2, z3, rows, cols, valid).to(tl.float32)
+    x = load_tile(x_ptr, x_st, z1, z2, z3, rows, cols, valid).to(tl.float32)
     if HAS_MASK:
-        keep = _tile(m_ptr, m_st, z1, z2, z3, rows, cols, valid)
+        keep = load_tile(m_ptr, m_st, z1, z2, z3, rows, cols, valid)
         x = tl.where(keep != 0, x, x - MASK_OFFSET)
     if HAS_BIAS:
-        x += _tile(b_ptr, b_st, z1, z2, z3, rows, cols, valid).to(tl.float32)
+        x += load_tile(b_ptr, b_st, z1, z2, z3, rows, cols, valid).to(tl.float32)
     x = tl.where((cols < K)[None, :], x, float("-inf"))
     e = tl.exp(x - tl.max(x, 1)[:, None])
     y = e / tl.sum(e, 1)[:, None]

@@ -1,0 +1,270 @@
+"""The backward pass of the fused attention (:mod:`fastfold.kernels.triton_attention`), in Triton.
+
+With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` its gradient,
+``dO_pre = sigmoid(g) dO``, ``delta = rowsum(dO_pre * P V) = rowsum(dO * out)`` and
+``dS = P * (dO_pre V^T - delta)``:
+
+- ``_bwd_pre_kernel``: ``delta`` per query and ``dO_pre`` (written into the gate gradient's buffer,
+  which it occupies only until the last step);
+- ``_bwd_kv_kernel``, over key blocks: recomputes ``S`` and ``P`` tile by tile and accumulates
+  ``dV = P^T dO_pre`` and ``dK = dS^T Q`` (4 tile products);
+- ``_bwd_q_kernel``, over query blocks: recomputes ``S``, ``P`` and ``dS`` and accumulates
+  ``dQ = dS K`` (3 tile products), and adds each ``dS`` tile to every bias gradient with float32
+  atomics, through stride 0 where the bias is broadcast, so the pair bias's gradient is summed over
+  the MSA rows in place at the bias's own size;
+- ``_gate_grad_kernel``: ``d g = dO * out * (1 - sigmoid(g))`` over the ``dO_pre`` buffer.
+
+The gate steps need only the gated output, so the forward pass stores no ungated copy.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from fastfold.kernels.triton_attention import (
+    MAX_BIASES,
+    NO_STRIDES,
+    TUNE_KEY,
+    Operands,
+    channel_blocks,
+    grid_over,
+    launcher,
+    lead_offset,
+    load_tile,
+    logits_tile,
+    split_pid,
+    store_tile,
+    tiles,
+)
+
+
+@triton.jit
+def _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ):
+    """Softmax probabilities of a logits tile from the row statistics, and delta [BQ].
+
+    The row maximum and log-normaliser are kept apart: their sum loses the normaliser to rounding in
+    a fully masked row (logits near -1e9). Rows past LQ get a +inf maximum, hence zero probability.
+    """
+    offsets = lead_offset(stats_st, z1, z2, z3) + offs_q * stats_st[3]
+    row_max = tl.load(stats_ptr + offsets, mask=offs_q < LQ, other=float("inf"))
+    log_norm = tl.load(stats_ptr + offsets + stats_st[4], mask=offs_q < LQ, other=0.0)
+    delta = tl.load(d_ptr + lead_offset(d_st, z1, z2, z3) + offs_q * d_st[3], mask=offs_q < LQ, other=0.0)
+    return tl.exp((s - row_max[:, None]) - log_norm[:, None]), delta
+
+
+@triton.jit
+def _bwd_pre_kernel(do_ptr, o_ptr, g_ptr, dop_ptr, d_ptr, do_st, o_st, g_st, dop_st, d_st,
+                    Z2, Z3, LQ, CV, HAS_GATE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_CV: tl.constexpr):
+    """delta = rowsum(dO * out) and, with a gate, dO_pre = dO * sigmoid(g)."""
+    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    offs_cv = tl.arange(0, BLOCK_CV)
+    valid = (offs_q < LQ)[:, None] & (offs_cv < CV)[None, :]
+    do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
+    out = load_tile(o_ptr, o_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
+    tl.store(d_ptr + lead_offset(d_st, z1, z2, z3) + offs_q * d_st[3], tl.sum(do * out, 1), mask=offs_q < LQ)
+    if HAS_GATE:
+        sig = tl.sigmoid(load_tile(g_ptr, g_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32))
+        store_tile(dop_ptr, dop_st, z1, z2, z3, offs_q, offs_cv, do * sig, valid)
+
+
+@triton.jit
+def _gate_grad_kernel(do_ptr, o_ptr, g_ptr, dg_ptr, do_st, o_st, g_st, dg_st, Z2, Z3, LQ, CV,
+                      BLOCK_Q: tl.constexpr, BLOCK_CV: tl.constexpr):
+    """d gate = dO * out * (1 - sigmoid(g)), the same as dO * out_pre * sigmoid'(g)."""
+    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    offs_cv = tl.arange(0, BLOCK_CV)
+    valid = (offs_q < LQ)[:, None] & (offs_cv < CV)[None, :]
+    do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
+    out = load_tile(o_ptr, o_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
+    sig = tl.sigmoid(load_tile(g_ptr, g_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32))
+    store_tile(dg_ptr, dg_st, z1, z2, z3, offs_q, offs_cv, do * out * (1.0 - sig), valid)
+
+
+@triton.jit
+def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr,
+                   q_st, k_st, v_st, do_st, stats_st, d_st, dk_st, dv_st,
+                   m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                   Z2, Z3, LQ, LK, C, CV, scale,
+                   NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_CV: tl.constexpr, PRECISION: tl.constexpr):
+    z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K))
+    offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_cv = tl.arange(0, BLOCK_CV)
+    k_valid = offs_k < LK
+    c_valid = offs_c < C
+    cv_valid = offs_cv < CV
+    k = load_tile(k_ptr, k_st, z1, z2, z3, offs_k, offs_c, k_valid[:, None] & c_valid[None, :])
+    v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, k_valid[:, None] & cv_valid[None, :])
+    k_t = tl.trans(k)
+    dk = tl.zeros([BLOCK_K, BLOCK_C], tl.float32)
+    dv = tl.zeros([BLOCK_K, BLOCK_CV], tl.float32)
+    for start in range(0, LQ, BLOCK_Q):
+        offs_q = start + tl.arange(0, BLOCK_Q)
+        q_valid = offs_q < LQ
+        q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
+        do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
+        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, scale, m_ptr, m_st, b0_ptr, b0_st,
+                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
+        p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    dk *= scale
+    store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, k_valid[:, None] & c_valid[None, :])
+    store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, k_valid[:, None] & cv_valid[None, :])
+
+
+@triton.jit
+def _add_bias_grad(db_ptr, db_st, z1, z2, z3, offs_q, offs_k, ds, valid):
+    offsets = lead_offset(db_st, z1, z2, z3) + offs_q[:, None] * db_st[3] + offs_k[None, :] * db_st[4]
+    tl.atomic_add(db_ptr + offsets, ds, mask=valid, sem="relaxed")
+
+
+@triton.jit
+def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
+                  q_st, k_st, v_st, do_st, stats_st, d_st, dq_st,
+                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                  db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
+                  Z2, Z3, LQ, LK, C, CV, scale,
+                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                  BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_cv = tl.arange(0, BLOCK_CV)
+    q_valid = offs_q < LQ
+    c_valid = offs_c < C
+    cv_valid = offs_cv < CV
+    q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
+    do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
+    dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
+    n_kb = tl.cdiv(LK, BLOCK_K)
+    shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
+    for i in range(0, n_kb):
+        offs_k = ((i + shift) % n_kb) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_valid = offs_k < LK
+        k = load_tile(k_ptr, k_st, z1, z2, z3, offs_k, offs_c, k_valid[:, None] & c_valid[None, :])
+        v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, k_valid[:, None] & cv_valid[None, :])
+        s = logits_tile(q, tl.trans(k), z1, z2, z3, offs_q, offs_k, LQ, LK, scale, m_ptr, m_st, b0_ptr, b0_st,
+                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
+        p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        valid = q_valid[:, None] & k_valid[None, :]
+        if NUM_BIAS >= 1:
+            _add_bias_grad(db0_ptr, db0_st, z1, z2, z3, offs_q, offs_k, ds, valid)
+        if NUM_BIAS >= 2:
+            _add_bias_grad(db1_ptr, db1_st, z1, z2, z3, offs_q, offs_k, ds, valid)
+        if NUM_BIAS >= 3:
+            _add_bias_grad(db2_ptr, db2_st, z1, z2, z3, offs_q, offs_k, ds, valid)
+    dq *= scale
+    store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq, q_valid[:, None] & c_valid[None, :])
+
+
+# Autotuning sets (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
+# GPU; the dQ kernel's bias gradients are zeroed before each timed trial and before the chosen run.
+KV_TILES = [(64, 128, 4, 2), (32, 128, 4, 3), (128, 128, 8, 2)]
+Q_TILES = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3)]
+_kv_tuned = triton.autotune(configs=tiles(KV_TILES), key=TUNE_KEY)(_bwd_kv_kernel)
+_q_tuned = triton.autotune(configs=tiles(Q_TILES), key=TUNE_KEY,
+                           reset_to_zero=["db0_ptr", "db1_ptr", "db2_ptr"])(_bwd_q_kernel)
+_ELEMENTWISE_BLOCK_Q = 32
+
+
+def _grad_buffer(operand: torch.Tensor, shape: tuple, operand_full_shape: tuple) -> torch.Tensor:
+    """Gradient buffer over canonical ``shape``: the operand's dtype when it is written once per
+    element, float32 when it is summed afterwards (operand broadcast beyond its own leading shape)."""
+    exact = tuple(operand.shape) == tuple(operand_full_shape)
+    return operand.new_empty(shape, dtype=operand.dtype if exact else torch.float32)
+
+
+def _grad_to(grad: torch.Tensor, like: torch.Tensor, own_lead: tuple) -> torch.Tensor:
+    """A gradient over the operand's own canonical shape -> the operand's shape and dtype."""
+    inner = grad.shape[-2:]
+    return grad.reshape(*own_lead, *inner).sum_to_size(like.shape).to(like.dtype)
+
+
+def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       biases: Sequence[torch.Tensor], mask: torch.Tensor | None,
+                       gate: torch.Tensor | None, out: torch.Tensor, stats: torch.Tensor) -> tuple:
+    """Gradients of the fused attention.
+
+    Parameters
+    ----------
+    grad_out : torch.Tensor
+        ``[*, H, Q, c_v]``, the gradient of the output.
+    q, k, v, biases, mask, gate
+        The forward's operands (at most ``MAX_BIASES`` biases).
+    out, stats : torch.Tensor
+        The forward's (gated) output and row statistics.
+
+    Returns
+    -------
+    tuple
+        ``(dq, dk, dv, [d bias for each bias], dgate or None)``, each in its operand's shape and dtype.
+    """
+    ops = Operands(q, k, v, biases, mask, gate)
+    lead3, full = ops.canon.lead, ops.lead
+    n_lead = lead3[0] * lead3[1] * lead3[2]
+    dout = grad_out.reshape(*lead3, ops.LQ, ops.CV)
+    out = out.reshape(*lead3, ops.LQ, ops.CV)
+    stats = stats.reshape(*lead3, ops.LQ, 2)
+    delta = q.new_empty(*lead3, ops.LQ, dtype=torch.float32)
+    d_st = delta.stride() + (0,)
+    has_gate = ops.gate is not None
+    dgate = _grad_buffer(gate, dout.shape, (*full, ops.LQ, ops.CV)) if has_gate else None
+    do_pre = dout
+    if has_gate:
+        do_pre = dgate if dgate.dtype == q.dtype else torch.empty_like(dout, dtype=q.dtype)
+    gate_args = (ops.gate, ops.gate.stride()) if has_gate else (dout, NO_STRIDES)
+    elementwise = dict(BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=channel_blocks(q, ops.C, ops.CV)["BLOCK_CV"])
+    elementwise_grid = (n_lead * triton.cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)
+    _bwd_pre_kernel[elementwise_grid](
+        dout, out, gate_args[0], do_pre, delta, dout.stride(), out.stride(), gate_args[1], do_pre.stride(),
+        d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate, **elementwise)
+
+    blocks = channel_blocks(q, ops.C, ops.CV)
+    common = (*ops.logit_args(),)
+    dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
+    dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
+    dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
+    kernel, fixed = launcher(q, _bwd_kv_kernel, _kv_tuned)
+    kernel[grid_over(n_lead, ops.LK, "BLOCK_K")](
+        ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
+        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st,
+        dk.stride(), dv.stride(), *common, *dims, **ops.flags(), **blocks, **fixed)
+
+    dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
+    dbias_bufs, dbias_args = [], []
+    for i in range(MAX_BIASES):
+        if i < len(biases):
+            own = ops.canon.own_shape(3 + i)
+            db = torch.zeros(*own, ops.LQ, ops.LK, device=q.device, dtype=torch.float32)
+            dbias_bufs.append(db)
+            dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
+        else:  # unused; a scratch word, since tuning zeroes these arguments
+            dbias_args += [q.new_zeros(1, dtype=torch.float32), NO_STRIDES]
+    kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
+    kernel[grid_over(n_lead, ops.LQ, "BLOCK_Q")](
+        ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
+        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
+        *common, *dbias_args, *dims, **ops.flags(), **blocks, **fixed)
+
+    if has_gate:
+        _gate_grad_kernel[elementwise_grid](
+            dout, out, ops.gate, dgate, dout.stride(), out.stride(), ops.gate.stride(), dgate.stride(),
+            lead3[1], lead3[2], ops.LQ, ops.CV, **elementwise)
+    dbiases = [_grad_to(db, bias, ops.canon.own_lead[3 + i])
+               for i, (db, bias) in enumerate(zip(dbias_bufs, biases, strict=True))]
+    grads = [_grad_to(g, t, full) for g, t in ((dq, q), (dk, k), (dv, v))]
+    dgate = _grad_to(dgate, gate, full) if has_gate else None
+    return (*grads, dbiases, dgate)
