@@ -334,10 +334,24 @@ class EvoformerStack(nn.Module):
 
         Under DAP the whole inputs are padded and sliced on entry and the whole outputs gathered on exit.
         """
-        num_seq, num_res = msa.shape[-3:-1]
-        msa, msa_mask = self.layout.enter(msa, msa_mask)  # [*, N_seq / n, N_res, C_m], mask whole
-        pair, pair_mask = self.layout.enter(pair, pair_mask)  # [*, N_res / n, N_res, C_z]
         remat = self.training and self.global_config.use_remat
-        for block in self.evoformer_iteration:
-            msa, pair = call_with_remat(block, msa, pair, msa_mask, pair_mask, remat=remat)
-        return self.layout.leave(msa, num_seq, num_res), self.layout.leave(pair, num_res, num_res)
+        return run_axial_stack(self.evoformer_iteration, self.layout, msa, pair, msa_mask, pair_mask, remat)
+
+
+def run_axial_stack(blocks, layout: AxialLayout, msa: torch.Tensor, pair: torch.Tensor,
+                    msa_mask: torch.Tensor, pair_mask: torch.Tensor, remat: bool,
+                    gather_msa: bool = True) -> tuple:
+    """Run Evoformer-style ``blocks`` in order, sharded by ``layout`` between entry and exit.
+
+    msa [*, N_seq, N_res, C_m], pair [*, N_res, N_res, C_z], msa_mask [*, N_seq, N_res], pair_mask
+    [*, N_res, N_res] -> (msa or None when not ``gather_msa``, pair), whole shapes. Under DAP the inputs
+    are padded and sliced on entry (MSA [*, N_seq / n, N_res, C_m], pair [*, N_res / n, N_res, C_z];
+    masks stay whole) and gathered on exit; with ``remat`` each block is recomputed in the backward pass.
+    """
+    num_seq, num_res = msa.shape[-3:-1]
+    msa, msa_mask = layout.enter(msa, msa_mask)
+    pair, pair_mask = layout.enter(pair, pair_mask)
+    for block in blocks:
+        msa, pair = call_with_remat(block, msa, pair, msa_mask, pair_mask, remat=remat)
+    pair = layout.leave(pair, num_res, num_res)
+    return (layout.leave(msa, num_seq, num_res) if gather_msa else None), pair

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from fastfold.model.evoformer import EvoformerIteration, call_with_remat
+from fastfold.model.evoformer import EvoformerIteration, run_axial_stack
 from fastfold.model.layout import AxialLayout
 
 
@@ -58,10 +58,7 @@ class ExtraMsaStack(nn.Module):
 
         Under DAP the whole inputs are padded and sliced on entry and the whole pair gathered on exit.
         """
-        num_res = pair.shape[-2]
-        extra_msa, extra_msa_mask = self.layout.enter(extra_msa, extra_msa_mask)  # [*, N_extra_seq / n, ...]
-        pair, pair_mask = self.layout.enter(pair, pair_mask)  # [*, N_res / n, N_res, C_z]
         remat = self.training and self.global_config.use_remat
-        for block in self.extra_msa_stack:
-            extra_msa, pair = call_with_remat(block, extra_msa, pair, extra_msa_mask, pair_mask, remat=remat)
-        return self.layout.leave(pair, num_res, num_res)
+        _, pair = run_axial_stack(self.extra_msa_stack, self.layout, extra_msa, pair, extra_msa_mask,
+                                  pair_mask, remat, gather_msa=False)
+        return pair
