@@ -4,7 +4,7 @@ import dataclasses
 import os
 import tempfile
 
-from fastfold.data.tools.runner import find_binary, require_file, require_hhsuite_database, run_tool
+from fastfold.data.tools.runner import require_file, require_hhsuite_databases, run_tool
 
 _DEFAULT_MIN_PROBABILITY = 20
 _DEFAULT_MAX_HITS = 500
@@ -50,11 +50,7 @@ class HHBlits:
     timeout: float | None = None
 
     def __post_init__(self):
-        if isinstance(self.databases, str):
-            raise TypeError(f"databases must be a sequence of prefixes, got the string {self.databases!r}")
-        find_binary(self.binary)
-        for prefix in self.databases:
-            require_hhsuite_database(prefix)
+        require_hhsuite_databases(self.binary, self.databases)
 
     def _flags(self) -> list[str]:
         flags = [

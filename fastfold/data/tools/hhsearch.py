@@ -4,7 +4,7 @@ import dataclasses
 import os
 import tempfile
 
-from fastfold.data.tools.runner import find_binary, require_hhsuite_database, run_tool
+from fastfold.data.tools.runner import require_hhsuite_databases, run_tool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +29,7 @@ class HHSearch:
     timeout: float | None = None
 
     def __post_init__(self):
-        if isinstance(self.databases, str):
-            raise TypeError(f"databases must be a sequence of prefixes, got the string {self.databases!r}")
-        find_binary(self.binary)
-        for prefix in self.databases:
-            require_hhsuite_database(prefix)
+        require_hhsuite_databases(self.binary, self.databases)
 
     def query(self, a3m: str) -> str:
         """Search with an MSA given as A3M text (a single sequence is one); returns the HHR text."""

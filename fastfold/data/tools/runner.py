@@ -45,10 +45,18 @@ def require_file(path: str | os.PathLike, what: str) -> None:
         raise ToolError(f"{what} {os.fspath(path)!r} not found")
 
 
-def require_hhsuite_database(prefix: str) -> None:
-    """Raise :class:`ToolError` unless the HH-suite database ``prefix`` has files (``prefix_*``)."""
-    if not glob.glob(glob.escape(prefix) + "_*"):
-        raise ToolError(f"HH-suite database {prefix!r} not found (no files {prefix}_*)")
+def require_hhsuite_databases(binary: str, databases: Sequence[str]) -> None:
+    """Check an HH-suite tool's setup: ``binary`` on PATH and files ``prefix_*`` for each database prefix.
+
+    Raises :class:`ToolError` naming the missing binary or database, or ``TypeError`` when
+    ``databases`` is one string rather than a sequence of prefixes.
+    """
+    if isinstance(databases, str):
+        raise TypeError(f"databases must be a sequence of prefixes, got the string {databases!r}")
+    find_binary(binary)
+    for prefix in databases:
+        if not glob.glob(glob.escape(prefix) + "_*"):
+            raise ToolError(f"HH-suite database {prefix!r} not found (no files {prefix}_*)")
 
 
 def _stream(pipe, name: str, tail: collections.deque, logger: logging.Logger) -> None:
