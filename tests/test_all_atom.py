@@ -14,6 +14,7 @@ from Bio.PDB import MMCIFParser
 
 from fastfold.common import residue_constants as rc
 from fastfold.common.rigid import Rigid, quat_to_rot
+from fastfold.data import geometry
 from fastfold.model import all_atom
 
 MMCIF_PATH = Path(__file__).parent / "data" / "1A8O.cif"
@@ -123,23 +124,14 @@ def test_atom37_to_torsion_angles_template_features():
         assert_close(ours[key], reference[key])
 
 
-def test_atom37_to_frames_matches_alphafold(mmcif_atoms):
+def test_ground_truth_frames_and_torsions_rebuild_the_structure(mmcif_atoms):
+    """The data pipeline's ground-truth frames (numpy; compared with AlphaFold in test_transforms) and
+    our torsion angles, fed through torsions -> frames -> atoms, put every atom back where it was."""
     aatype, positions, mask = mmcif_atoms
-    mask[3, rc.atom_order["CB"]] = 0.0
-    reference = af_all_atom.atom37_to_frames(jnp.asarray(aatype), jnp.asarray(positions), jnp.asarray(mask))
-    ours = all_atom.atom37_to_frames(torch.from_numpy(aatype), torch.from_numpy(positions),
-                                     torch.from_numpy(mask))
-    for key in ("rigidgroups_gt_frames", "rigidgroups_alt_gt_frames"):
-        flat = np.asarray(reference[key])
-        expected = r3_to_4x4(r3.rigids_from_tensor_flat12(jnp.asarray(flat)))
-        exists = np.asarray(reference["rigidgroups_group_exists"])[..., None, None]
-        assert_close(ours[key] * exists, expected * exists)
-    for key in ("rigidgroups_gt_exists", "rigidgroups_group_exists", "rigidgroups_group_is_ambiguous"):
-        np.testing.assert_array_equal(ours[key].numpy(), np.asarray(reference[key]))
-    # Frames rebuilt from the true torsion angles put every atom back where it was.
+    flat = geometry.atom37_to_frames(aatype, positions, mask)["rigidgroups_gt_frames"][:, 0]  # [N, 12]
+    backbone = Rigid(torch.from_numpy(flat[:, :9].reshape(-1, 3, 3)), torch.from_numpy(flat[:, 9:]))
     torsions = all_atom.atom37_to_torsion_angles(torch.from_numpy(aatype), torch.from_numpy(positions),
                                                  torch.from_numpy(mask))
-    backbone = Rigid.from_tensor_4x4(ours["rigidgroups_gt_frames"][:, 0])
     frames = all_atom.torsion_angles_to_frames(torch.from_numpy(aatype), backbone,
                                                torsions["torsion_angles_sin_cos"])
     rebuilt = all_atom.atom14_to_atom37(

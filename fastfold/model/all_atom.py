@@ -25,9 +25,6 @@ def _numpy_tables() -> dict:
         table = np.asarray(table)
         return np.concatenate([table, np.zeros_like(table[:1])])
 
-    chi_pi_periodic = np.asarray(rc.chi_pi_periodic, np.float32)  # [21, 4]
-    group_is_ambiguous = np.zeros([rc.restype_num + 1, 8], np.float32)
-    group_is_ambiguous[:, 4:] = chi_pi_periodic  # the last chi group of residues with swappable names
     return {
         "default_frame": rc.restype_rigid_group_default_frame,  # [21, 8, 4, 4]
         "atom14_to_group": rc.restype_atom14_to_rigid_group,  # [21, 14]
@@ -38,10 +35,7 @@ def _numpy_tables() -> dict:
         "atom37_to_atom14": rc.restype_atom37_to_atom14,  # [21, 37]
         "chi_atom_indices": with_unknown_row(rc.chi_angles_atom_indices),  # [21, 4, 4]
         "chi_mask": with_unknown_row(np.asarray(rc.chi_angles_mask, np.float32)),  # [21, 4]
-        "chi_pi_periodic": chi_pi_periodic,  # [21, 4]
-        "group_base_atoms": rc.restype_rigidgroup_base_atom37_idx,  # [21, 8, 3]
-        "group_exists": rc.restype_rigidgroup_mask,  # [21, 8]
-        "group_is_ambiguous": group_is_ambiguous,  # [21, 8]
+        "chi_pi_periodic": np.asarray(rc.chi_pi_periodic, np.float32),  # [21, 4]
     }
 
 
@@ -243,56 +237,6 @@ def atom37_to_torsion_angles(aatype: torch.Tensor, all_atom_positions: torch.Ten
         "torsion_angles_sin_cos": sin_cos,
         "alt_torsion_angles_sin_cos": alt_sin_cos,
         "torsion_angles_mask": torsion_mask,
-    }
-
-
-def atom37_to_frames(aatype: torch.Tensor, all_atom_positions: torch.Tensor,
-                     all_atom_mask: torch.Tensor) -> dict:
-    """Ground-truth frames of the 8 rigid groups from atom37 coordinates (supplement Table 2).
-
-    Each group's frame comes from three of its atoms by Gram-Schmidt (Algorithm 21). The backbone
-    frame is built on (C, CA, N) and then turned by pi about y (x and z flipped), so that it matches
-    the frame the structure module predicts; groups with swappable atom names also get the
-    alternative frame, turned by pi about x.
-
-    Parameters
-    ----------
-    aatype : [*, N]
-    all_atom_positions : [*, N, 37, 3]
-    all_atom_mask : [*, N, 37]
-
-    Returns
-    -------
-    dict
-        ``rigidgroups_gt_frames`` and ``rigidgroups_alt_gt_frames`` [*, N, 8, 4, 4] (group-to-global,
-        homogeneous); ``rigidgroups_gt_exists`` [*, N, 8] (group exists and its three atoms are
-        present); ``rigidgroups_group_exists`` [*, N, 8]; ``rigidgroups_group_is_ambiguous`` [*, N, 8].
-    """
-    positions = all_atom_positions.float()
-    base_atoms = _lookup("group_base_atoms", aatype)  # [*, N, 8, 3]
-    base_positions = _gather_atoms(positions, base_atoms.flatten(-2)).unflatten(-2, (8, 3))  # [*, N, 8, 3, 3]
-    frames = rigids_from_3_points(point_on_neg_x_axis=base_positions[..., 0, :],
-                                  origin=base_positions[..., 1, :],
-                                  point_on_xy_plane=base_positions[..., 2, :])
-    group_exists = _lookup("group_exists", aatype)
-    atoms_present = _gather_atoms(all_atom_mask.float(), base_atoms.flatten(-2)).unflatten(-1, (8, 3))
-    gt_exists = atoms_present.amin(dim=-1) * group_exists
-
-    # Flip x and z of the backbone frame (right-multiply by diag(-1, 1, -1)); a column sign change.
-    column_signs = torch.ones(8, 3, dtype=frames.dtype, device=frames.device)
-    column_signs[0, 0] = column_signs[0, 2] = -1.0
-    frames = Rigid(frames.rot * column_signs[:, None, :], frames.trans)
-
-    is_ambiguous = _lookup("group_is_ambiguous", aatype)  # [*, N, 8]
-    flip_yz = torch.stack([torch.ones_like(is_ambiguous), 1.0 - 2.0 * is_ambiguous,
-                           1.0 - 2.0 * is_ambiguous], dim=-1)  # [*, N, 8, 3]
-    alt_frames = Rigid(frames.rot * flip_yz[..., None, :], frames.trans)
-    return {
-        "rigidgroups_gt_frames": frames.to_tensor_4x4(),
-        "rigidgroups_gt_exists": gt_exists,
-        "rigidgroups_group_exists": group_exists,
-        "rigidgroups_group_is_ambiguous": is_ambiguous,
-        "rigidgroups_alt_gt_frames": alt_frames.to_tensor_4x4(),
     }
 
 
