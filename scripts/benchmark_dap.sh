@@ -6,7 +6,7 @@ set -euo pipefail
 OUT=${1:-${OUT:-/tmp/dap_benchmark}}
 shift || true
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
-export PYTHONUNBUFFERED=1 FASTFOLD_KERNEL=torch
+export PYTHONUNBUFFERED=1  # FASTFOLD_KERNEL unset: the default kernels (Triton on CUDA)
 if ! python3 -c "import ml_collections" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/ml_collections-*.whl
     export PYTHONPATH=/tmp/site

@@ -7,11 +7,12 @@ float mask, and FlexAttention with the bias and mask in its ``score_mod``. Forwa
 autograd; forward+backward computes gradients of q, k, v, the pair bias and the gate. Peak memory is
 the allocator's peak during one forward+backward above what the inputs already hold. LayerNorm (bf16,
 128 and 256 channels) is compared with ``torch.nn.functional.layer_norm`` and a device copy. The
-triangle multiplicative update (bf16 pair, float32 parameters as in the model, C_z = c = 128) is
-compared with its PyTorch twin (the model's module), forward and forward+backward (gradients of the
-pair and every weight).
+triangle multiplicative update (bf16 pair, float32 parameters as in the model, C_z = c = 128), its three
+stages as the model's module runs them, is compared with the same stages' PyTorch twins, forward and
+forward+backward (gradients of the pair and every weight).
 
-Usage: ``python scripts/benchmark_kernels.py [--quick] [--markdown PATH]``.
+Usage: ``python scripts/benchmark_kernels.py [--quick] [--only attention|triangle|layer_norm]
+[--markdown PATH]``.
 """
 
 import argparse
@@ -27,8 +28,11 @@ from fastfold.kernels import ops
 from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.softmax import mask_to_bias
 from fastfold.kernels.triangle_multiplication import (
-    TriangleMultiplicationWeights,
-    triangle_multiplication_torch,
+    TriangleOutputWeights,
+    TriangleProjectionWeights,
+    triangle_output_torch,
+    triangle_product,
+    triangle_projections_torch,
 )
 
 
@@ -191,22 +195,31 @@ def _triangle_inputs(n, cz=128, c=128):
     def leaf(*shape, dtype=torch.float32):
         return (torch.randn(*shape, device="cuda") * shape[0] ** -0.5).to(dtype).requires_grad_()
 
-    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
-    weights = TriangleMultiplicationWeights(*(leaf(*s) for s in shapes))
+    weights_in = TriangleProjectionWeights(*(leaf(*s) for s in [(cz,), (cz,)] + [(cz, c), (c,)] * 4 +
+                                             [(cz, cz), (cz,)]))
+    weights_out = TriangleOutputWeights(*(leaf(*s) for s in [(c,), (c,), (c, cz), (cz,)]))
     pair = leaf(n, n, cz, dtype=torch.bfloat16)
     mask = torch.rand(n, n, device="cuda") > 0.1
-    return pair, mask, weights
+    return pair, mask, weights_in, weights_out
 
 
-def _measure_triangle(fn, pair, mask, weights):
+def _triangle_stages(projections, output):
+    """Outgoing-edge update through the three stages: (pair, mask, weights_in, weights_out) -> update."""
+    def fn(pair, mask, weights_in, weights_out):
+        left, right, gate = projections(pair, mask, weights_in)
+        return output(triangle_product(left, right, True), gate, weights_out)
+    return fn
+
+
+def _measure_triangle(fn, pair, mask, weights_in, weights_out):
     """(forward ms, forward+backward ms, peak MiB over inputs) of one implementation (outgoing edges)."""
     def forward():
         with torch.no_grad():
-            return fn(pair, mask, weights, True)
+            return fn(pair, mask, weights_in, weights_out)
 
     def forward_backward():
-        out = fn(pair, mask, weights, True)
-        return torch.autograd.grad(out, (pair, *weights), torch.ones_like(out))
+        out = fn(pair, mask, weights_in, weights_out)
+        return torch.autograd.grad(out, (pair, *weights_in, *weights_out), torch.ones_like(out))
 
     times = [do_bench(step, warmup=25, rep=100, return_mode="median") for step in (forward, forward_backward)]
     torch.cuda.synchronize()
@@ -223,8 +236,10 @@ def benchmark_triangle():
     rows_out = []
     for n in (256, 384, 768):
         inputs = _triangle_inputs(n)
-        f, fb, mem = _measure_triangle(ops.triangle_multiplication, *inputs)
-        tf, tfb, tmem = _measure_triangle(triangle_multiplication_torch, *inputs)
+        fused = _triangle_stages(ops.triangle_projections, ops.triangle_output)
+        f, fb, mem = _measure_triangle(fused, *inputs)
+        tf, tfb, tmem = _measure_triangle(_triangle_stages(triangle_projections_torch, triangle_output_torch),
+                                          *inputs)
         line = [f"N={n} C_z=128 c=128", f"{_fmt(f)} / {_fmt(fb)} / {_fmt(mem)}",
                 f"{_fmt(tf)} / {_fmt(tfb)} / {_fmt(tmem)}", _fmt(tf / f, "x"), _fmt(tfb / fb, "x"),
                 _fmt(tmem / mem, "x")]
@@ -245,6 +260,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two attention cases only")
     parser.add_argument("--no-flex", action="store_true", help="leave FlexAttention out (slow to compile)")
+    parser.add_argument("--only", choices=["attention", "triangle", "layer_norm"], help="one table only")
     parser.add_argument("--markdown", help="write the tables to this markdown file")
     args = parser.parse_args()
     names = [n for n in IMPLEMENTATIONS if not (args.no_flex and n == "flex")]
@@ -253,11 +269,11 @@ def main():
     env = (f"{props.name}, torch {torch.__version__}, Triton {triton.__version__}, "
            f"Python {platform.python_version()}, {datetime.date.today().isoformat()}")
     print(env, flush=True)
-    attn = benchmark_attention(cases, names)
-    tri = benchmark_triangle()
-    ln = benchmark_layer_norm()
-    tables = (f"### Attention (bf16)\n\n{_table(*attn)}\n\n### Triangle multiplicative update\n\n"
-              f"{_table(*tri)}\n\n### LayerNorm\n\n{_table(*ln)}\n")
+    benchmarks = {"attention": ("Attention (bf16)", lambda: benchmark_attention(cases, names)),
+                  "triangle": ("Triangle multiplicative update", benchmark_triangle),
+                  "layer_norm": ("LayerNorm", benchmark_layer_norm)}
+    tables = "\n".join(f"### {title}\n\n{_table(*run())}\n" for key, (title, run) in benchmarks.items()
+                       if args.only in (None, key))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(f"{env}\n\n{tables}")

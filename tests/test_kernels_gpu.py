@@ -104,28 +104,47 @@ def test_layer_norm(channels, dtype, monkeypatch):
     _assert_within(results, ["out", "dx", "dweight", "dbias"], dtype)
 
 
+def _triangle_stages(projections, output, outgoing, local):
+    """The three stages composed as on DAP rank 0 holding ``local`` of the N rows (outgoing) or columns.
+
+    (pair [B, N, N, C_z], mask [B, N, N], 12 stage-1 weights, 4 stage-3 weights) -> update of the slice;
+    the right edges come from the whole pair, as gathered.
+    """
+    from fastfold import kernels
+
+    def fn(pair, mask, *weights):
+        weights_in = kernels.TriangleProjectionWeights(*weights[:12])
+        index = (slice(None), slice(0, local)) if outgoing else (slice(None), slice(None), slice(0, local))
+        left, right, gate = projections(pair[index], mask[index], weights_in)  # [B, N_i, N_j, .]
+        if local < pair.shape[-2]:
+            right = projections(pair, mask, weights_in)[1]
+        product = kernels.triangle_product(left, right, outgoing)
+        return output(product, gate, kernels.TriangleOutputWeights(*weights[12:]))
+    return fn
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("outgoing", [True, False], ids=["outgoing", "incoming"])
-@pytest.mark.parametrize("shape", [(1, 67, 128, 128), (2, 33, 64, 32)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [(1, 67, 67, 128, 128), (2, 33, 33, 64, 32), (1, 67, 29, 128, 64)],
+                         ids=lambda s: "x".join(map(str, s)))
 def test_triangle_multiplication(shape, outgoing, dtype, monkeypatch):
+    """The kernels' stages against the twins' (batch, N, local rows or columns, C_z, c); a DAP slice last."""
     from fastfold import kernels
-    from fastfold.kernels.triangle_multiplication import triangle_multiplication_torch
+    from fastfold.kernels.triangle_multiplication import triangle_output_torch, triangle_projections_torch
 
     monkeypatch.setenv(kernels.KERNEL_ENV_VAR, "triton")
-    batch, n, cz, c = shape
+    batch, n, local, cz, c = shape
     gen = torch.Generator(device="cuda").manual_seed(0)
-    fields = kernels.TriangleMultiplicationWeights._fields
-    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
+    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(cz, cz), (cz,)] + [(c,), (c,), (c, cz), (cz,)]
     weights = [torch.randn(*s, device="cuda", generator=gen, dtype=torch.float64) * s[0] ** -0.5
                for s in shapes]
     pair = torch.randn(batch, n, n, cz, device="cuda", generator=gen, dtype=torch.float64)
     mask = torch.rand(batch, n, n, device="cuda", generator=gen) > 0.1
-
-    def run(fn):
-        return lambda p, m, *w: fn(p, m, kernels.TriangleMultiplicationWeights(*w), outgoing)
-
-    results = _three_way(run(kernels.triangle_multiplication), run(triangle_multiplication_torch),
-                         (pair, mask, *weights), dtype)
+    results = _three_way(
+        _triangle_stages(kernels.triangle_projections, kernels.triangle_output, outgoing, local),
+        _triangle_stages(triangle_projections_torch, triangle_output_torch, outgoing, local),
+        (pair, mask, *weights), dtype)
+    fields = kernels.TriangleProjectionWeights._fields + kernels.TriangleOutputWeights._fields
     _assert_within(results, ["out", "dpair", *(f"d{f}" for f in fields)], dtype)
 
 

@@ -6,6 +6,7 @@ through the public entry points of :mod:`fastfold.kernels`; no other test module
 sees the variable. Shapes are small and odd (19 queries and keys against 16-wide tiles, head sizes 8 and
 16) so that every tile edge is exercised; float32 throughout, tolerance 1e-5 relative to the largest
 reference value (the interpreter computes the kernels' dots exactly in float32).
+The triangle multiplicative update's stages are checked the same way in ``test_kernels_triangle.py``.
 """
 
 import os
@@ -124,32 +125,12 @@ def check_layer_norm() -> None:
              (_leaf(3, 7, 37), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
 
 
-def check_triangle_multiplication(outgoing: int) -> None:
-    """Triangle multiplicative update, batch 2, N 13, C_z 12, c 8: forward, d pair and all 16 weight grads."""
-    import torch
-
-    from fastfold import kernels
-    from fastfold.kernels.triangle_multiplication import triangle_multiplication_torch
-
-    cz, c = 12, 8
-    shapes = [(cz,), (cz,)] + [(cz, c), (c,)] * 4 + [(c,), (c,), (c, cz), (cz,), (cz, cz), (cz,)]
-    weights = [_leaf(*shape) for shape in shapes]
-    pair = _leaf(2, 13, 13, cz)
-    mask = (torch.rand(2, 13, 13) > 0.2).float()
-    names = ["pair", *kernels.TriangleMultiplicationWeights._fields]
-
-    def run(fn):
-        return lambda p, *w: fn(p, mask, kernels.TriangleMultiplicationWeights(*w), bool(outgoing))
-
-    inputs = (pair, *weights)
-    _compare(run(kernels.triangle_multiplication), run(triangle_multiplication_torch), inputs, names)
-
-
-def _run_check(name: str, *args: str) -> None:
+def _run_check(name: str, *args: str, script: str = __file__) -> None:
+    """Run the check ``name(*args)`` of ``script`` (this file by default) in a subprocess, interpreted."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", FASTFOLD_KERNEL="triton", PYTHONPATH=path)
-    result = subprocess.run([sys.executable, __file__, name, *args], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, script, name, *args], env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -169,11 +150,6 @@ def test_attention_no_grad():
 
 def test_softmax():
     _run_check("check_softmax")
-
-
-@pytest.mark.parametrize("outgoing", [1, 0])
-def test_triangle_multiplication(outgoing):
-    _run_check("check_triangle_multiplication", str(outgoing))
 
 
 def test_layer_norm():

@@ -1,13 +1,30 @@
-"""The triangle multiplicative update's PyTorch twin computes exactly what the model's module computes."""
+"""Triangle multiplicative update (Algorithms 11, 12): the fused stages against their PyTorch twins.
+
+Under Triton's interpreter (a subprocess with ``TRITON_INTERPRET=1`` and ``FASTFOLD_KERNEL=triton``, as in
+``test_kernels_interpret.py``), float32, batch 2, N 13, C_z 12, c 8 against 16-wide tiles: stage 1
+(:func:`fastfold.kernels.triangle_projections`) and stage 3 (:func:`fastfold.kernels.triangle_output`),
+forward and every gradient, on square pairs and on DAP-like slices (13 x 7 and 7 x 13), with stage 3
+reading a channel-major product (as stage 2 writes it) and a position-major one; then the whole
+:class:`~fastfold.model.evoformer.TriangleMultiplication` module with the kernels against the module with
+the twins, its output and the gradients of the pair and of every parameter; ``torch.library.opcheck`` of
+both custom ops. In process: stage 2 against the equations written as einsums, on non-square slices.
+"""
+
+import sys
 
 import pytest
 import torch
+from test_kernels_interpret import _close, _leaf, _run_check
 
-from fastfold.kernels import TriangleMultiplicationWeights
-from fastfold.kernels.triangle_multiplication import triangle_multiplication_torch
+from fastfold import kernels
+from fastfold.kernels.triangle_multiplication import (
+    triangle_output_torch,
+    triangle_projections_torch,
+)
 from fastfold.model.evoformer import TriangleMultiplication
 
-EQUATIONS = {True: "ikc,jkc->ijc", False: "kjc,kic->ijc"}
+CZ, C = 12, 8
+SLICES = {"square": (13, 13), "rows": (7, 13), "columns": (13, 7)}
 
 
 class _Config(dict):
@@ -16,28 +33,117 @@ class _Config(dict):
     __getattr__ = dict.__getitem__
 
 
-def module_weights(module: TriangleMultiplication) -> TriangleMultiplicationWeights:
-    """The module's parameters in the kernel's order."""
-    linears = [module.left_projection, module.right_projection, module.left_gate, module.right_gate]
-    return TriangleMultiplicationWeights(
-        module.layer_norm_input.scale, module.layer_norm_input.offset,
-        *(t for linear in linears for t in (linear.weights, linear.bias)),
-        module.center_layer_norm.scale, module.center_layer_norm.offset,
-        module.output_projection.weights, module.output_projection.bias,
-        module.gating_linear.weights, module.gating_linear.bias)
+def _compare_outputs(fn_kernel, fn_ref, inputs, names):
+    """Every output, and the gradients of every input needing one for random output gradients."""
+    got, want = fn_kernel(*inputs), fn_ref(*inputs)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        _close(f"output {i}", g, w)
+    grads = [torch.randn_like(w) for w in want]
+    wrt = [t for t in inputs if t.requires_grad]
+    for name, g, w in zip(names, torch.autograd.grad(got, wrt, grads), torch.autograd.grad(want, wrt, grads),
+                          strict=True):
+        _close(f"d{name}", g, w)
 
 
-@pytest.mark.parametrize("outgoing", [True, False])
-def test_twin_is_the_module(outgoing, monkeypatch):
-    monkeypatch.setenv("FASTFOLD_KERNEL", "torch")
-    torch.manual_seed(0)
-    config = _Config(equation=EQUATIONS[outgoing], num_intermediate_channel=8)
-    module = TriangleMultiplication(config, _Config(zero_init=False), 12)
+def check_projections(slice_index: int) -> None:
+    """Stage 1 on a pair slice, with a mask broadcast over the batch: left, right, gate and 13 gradients."""
+    ni, nj = list(SLICES.values())[slice_index]
+    shapes = [(CZ,), (CZ,)] + [(CZ, C), (C,)] * 4 + [(CZ, CZ), (CZ,)]
+    inputs = (_leaf(2, ni, nj, CZ), *(_leaf(*s) for s in shapes))
+    mask = torch.rand(1, ni, nj) > 0.2
+    left, _, _ = kernels.triangle_projections(inputs[0], mask, kernels.TriangleProjectionWeights(*inputs[1:]))
+    assert left.movedim(-1, -3).is_contiguous(), "the kernel's edges are channel-major"
+
+    def run(fn):
+        return lambda pair, *w: fn(pair, mask, kernels.TriangleProjectionWeights(*w))
+
+    _compare_outputs(run(kernels.triangle_projections), run(triangle_projections_torch), inputs,
+                     ["pair", *kernels.TriangleProjectionWeights._fields])
+
+
+def check_output(slice_index: int, channel_major: int) -> None:
+    """Stage 3 on a product slice stored channel-major or position-major: output and 6 gradients."""
+    ni, nj = list(SLICES.values())[slice_index]
+    if channel_major:
+        product = torch.randn(2, C, ni, nj).movedim(-3, -1).requires_grad_()
+    else:
+        product = _leaf(2, ni, nj, C)
+    shapes = [(C,), (C,), (C, CZ), (CZ,)]
+    inputs = (product, _leaf(2, ni, nj, CZ), *(_leaf(*s) for s in shapes))
+
+    def run(fn):
+        return lambda p, g, *w: (fn(p, g, kernels.TriangleOutputWeights(*w)),)
+
+    _compare_outputs(run(kernels.triangle_output), run(triangle_output_torch), inputs,
+                     ["product", "gate", *kernels.TriangleOutputWeights._fields])
+
+
+def check_module(outgoing: int) -> None:
+    """The module with the kernels (FASTFOLD_KERNEL=triton) against the module with the twins (torch)."""
+    import os
+
+    equation = "ikc,jkc->ijc" if outgoing else "kjc,kic->ijc"
+    module = TriangleMultiplication(_Config(equation=equation, num_intermediate_channel=C),
+                                    _Config(zero_init=False), CZ)
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    pair = torch.randn(2, 13, 13, 12)
-    mask = torch.rand(2, 13, 13) > 0.2
-    want = module(pair, mask)
-    got = triangle_multiplication_torch(pair, mask, module_weights(module), outgoing)
-    assert torch.equal(got, want)
+    pair, mask = _leaf(2, 13, 13, CZ), torch.rand(2, 13, 13) > 0.2
+    names, params = zip(*module.named_parameters(), strict=True)
+
+    def run(setting):
+        def fn(pair, *_):
+            os.environ[kernels.KERNEL_ENV_VAR] = setting
+            return (module(pair, mask),)
+        return fn
+
+    _compare_outputs(run("triton"), run("torch"), (pair, *params), ["pair", *names])
+
+
+def check_opcheck() -> None:
+    """``torch.library.opcheck`` of both custom ops (schema, fake shapes and strides, autograd, AOT)."""
+    from fastfold.kernels import ops
+
+    shapes = [(CZ,), (CZ,)] + [(CZ, C), (C,)] * 4 + [(CZ, CZ), (CZ,)]
+    pair, mask = _leaf(2, 7, 13, CZ), torch.rand(2, 7, 13) > 0.2
+    torch.library.opcheck(ops._triangle_projections, (pair, mask, [_leaf(*s) for s in shapes]))
+    product = torch.randn(2, C, 7, 13).movedim(1, -1).requires_grad_()
+    weights = [_leaf(*s) for s in [(C,), (C,), (C, CZ), (CZ,)]]
+    torch.library.opcheck(ops._triangle_output, (product, _leaf(2, 7, 13, CZ), weights))
+
+
+def test_opcheck():
+    _run_check("check_opcheck", script=__file__)
+
+
+@pytest.mark.parametrize("slice_index", range(len(SLICES)), ids=list(SLICES))
+def test_projections(slice_index):
+    _run_check("check_projections", str(slice_index), script=__file__)
+
+
+@pytest.mark.parametrize("channel_major", [1, 0], ids=["channel_major", "position_major"])
+@pytest.mark.parametrize("slice_index", range(len(SLICES)), ids=list(SLICES))
+def test_output(slice_index, channel_major):
+    _run_check("check_output", str(slice_index), str(channel_major), script=__file__)
+
+
+@pytest.mark.parametrize("outgoing", [1, 0], ids=["outgoing", "incoming"])
+def test_module(outgoing):
+    _run_check("check_module", str(outgoing), script=__file__)
+
+
+@pytest.mark.parametrize("outgoing", [True, False], ids=["outgoing", "incoming"])
+def test_product_is_the_equation(outgoing):
+    """Stage 2 on a DAP slice (7 local rows or columns) against the supplement's sum as an einsum."""
+    torch.manual_seed(0)
+    if outgoing:  # left [*, i, k, c] local rows, right [*, j, k, c] gathered
+        left, right, equation = torch.randn(2, 7, 13, C), torch.randn(2, 13, 13, C), "...ikc,...jkc->...ijc"
+    else:  # left [*, k, j, c] local columns, right [*, k, i, c] gathered
+        left, right, equation = torch.randn(2, 13, 7, C), torch.randn(2, 13, 13, C), "...kjc,...kic->...ijc"
+    got = kernels.triangle_product(left, right, outgoing)
+    torch.testing.assert_close(got, torch.einsum(equation, left, right), rtol=1e-5, atol=1e-5)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    globals()[sys.argv[1]](*(int(a) for a in sys.argv[2:]))

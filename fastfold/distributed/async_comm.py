@@ -8,11 +8,14 @@ launches the partner collective on the gradient of ``y`` (reduce-scatter, or the
 and the backward of ``start`` waits for it, so the backward of the computation placed between them
 (which autograd runs in between, newest node first) overlaps that communication.
 
-The two halves are autograd functions linked by a zero-size token tensor; the :class:`Pending` object
-passed between them carries the in-flight work handle in both directions. Each ``start_*`` must be
-followed by exactly one :func:`wait`, in the same order on every rank of the DAP group; the input must
-not be modified in place before the wait. Backwards are the adjoints of
-:mod:`fastfold.distributed.comm` (same gradient convention).
+The two halves are autograd functions linked by a zero-size token tensor; a :class:`_Flight` that
+both autograd nodes hold carries the in-flight work handle in both directions. Nothing in it points
+back at the token or the :class:`Pending`: a reference cycle through the autograd graph would keep
+the graph, and the activations a rematerialised block recomputes, alive after the backward pass (the
+garbage collector cannot break cycles through C++ autograd nodes). Each ``start_*`` must be followed
+by exactly one :func:`wait`, in the same order on every rank of the DAP group, also in the part of a
+block that a rematerialisation recomputes; the input must not be modified in place before the wait.
+Backwards are the adjoints of :mod:`fastfold.distributed.comm` (same gradient convention).
 """
 
 from collections.abc import Callable
@@ -24,6 +27,16 @@ from fastfold.distributed.mesh import ParallelMesh
 
 # (tensor, async_op) -> InFlight
 Launcher = Callable[[torch.Tensor, bool], InFlight]
+
+
+class _Flight:
+    """The collectives of one :class:`Pending`: the forward one until :func:`wait`, the backward one
+    from the backward of ``wait`` to the backward of ``start``."""
+
+    def __init__(self, forward: Launcher, backward: Launcher):
+        self.forward, self.backward = forward, backward
+        self.in_flight: InFlight | None = None
+        self.gradient_in_flight: InFlight | None = None
 
 
 class Pending:
@@ -40,46 +53,44 @@ class Pending:
     """
 
     def __init__(self, forward: Launcher | None, backward: Launcher | None, x: torch.Tensor):
-        self.forward, self.backward = forward, backward
         self.identity = x if forward is None else None
-        self.in_flight: InFlight | None = None  # forward collective, until wait()
-        self.gradient_in_flight: InFlight | None = None  # backward collective, until start's backward
-        self.token = None if forward is None else _Start.apply(x, self)
+        self.flight = None if forward is None else _Flight(forward, backward)
+        self.token = None if forward is None else _Start.apply(x, self.flight)
 
 
 class _Start(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, pending):
-        ctx.pending = pending
-        pending.in_flight = pending.forward(x, True)
+    def forward(ctx, x, flight):
+        ctx.flight = flight
+        flight.in_flight = flight.forward(x, True)
         return x.new_empty(0)  # token: links the start to the wait in the autograd graph
 
     @staticmethod
     def backward(ctx, token_grad):
-        in_flight, ctx.pending.gradient_in_flight = ctx.pending.gradient_in_flight, None
+        in_flight, ctx.flight.gradient_in_flight = ctx.flight.gradient_in_flight, None
         return in_flight.result(), None
 
 
 class _Wait(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, token, pending):
-        ctx.pending = pending
-        in_flight, pending.in_flight = pending.in_flight, None
+    def forward(ctx, token, flight):
+        ctx.flight = flight
+        in_flight, flight.in_flight = flight.in_flight, None
         return in_flight.result()
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.pending.gradient_in_flight = ctx.pending.backward(grad, True)
+        ctx.flight.gradient_in_flight = ctx.flight.backward(grad, True)
         return grad.new_zeros(0), None
 
 
 def wait(pending: Pending) -> torch.Tensor:
     """Wait for a started collective and return its result (the tensor the synchronous call returns)."""
-    if pending.forward is None:
+    if pending.flight is None:
         return pending.identity
-    if pending.in_flight is None:
+    if pending.flight.in_flight is None:
         raise RuntimeError("wait() called twice on the same pending collective")
-    return _Wait.apply(pending.token, pending)
+    return _Wait.apply(pending.token, pending.flight)
 
 
 def start_all_gather(x: torch.Tensor, dim: int, mesh: ParallelMesh) -> Pending:

@@ -32,11 +32,14 @@ class DapLayout:
         ``start_*`` launch their collective and return at once, so that the computation placed
         before the matching ``wait`` overlaps it (default). ``False`` makes them synchronous (for
         measuring what the overlap saves); the results are the same.
+    pieces : int
+        The pieces of the local columns that :meth:`map_columns_to_rows` pipelines.
     """
 
-    def __init__(self, mesh: ParallelMesh, overlap: bool = True):
+    def __init__(self, mesh: ParallelMesh, overlap: bool = True, pieces: int = 4):
         self.mesh = mesh
         self.overlap = overlap
+        self.pieces = pieces
 
     @property
     def num_shards(self) -> int:
@@ -78,6 +81,16 @@ class DapLayout:
         if not self.overlap:
             return _done(self.columns_to_rows(x))
         return async_comm.start_all_to_all(x, ROWS, COLUMNS, self.mesh)
+
+    def map_columns_to_rows(self, fn, x: torch.Tensor) -> torch.Tensor:
+        n = self.mesh.dap_size
+        if n == 1:
+            return fn(x)
+        pieces = x.tensor_split(min(self.pieces, x.shape[COLUMNS]), COLUMNS)  # [*, A, w_k, C]
+        pending = [self.start_columns_to_rows(fn(piece)) for piece in pieces]  # fn(k + 1) overlaps k
+        # Piece k brings, from every rank r, the w_k columns of piece k of r's slice: [*, A / n, n, w_k, C]
+        received = [self.wait(p).unflatten(COLUMNS, (n, -1)) for p in pending]
+        return torch.cat(received, COLUMNS).flatten(COLUMNS - 1, COLUMNS)  # [*, A / n, B, C]
 
     def wait(self, pending: async_comm.Pending) -> torch.Tensor:
         return async_comm.wait(pending)

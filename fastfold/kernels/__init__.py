@@ -11,6 +11,10 @@ change it without re-importing anything). ``auto`` picks Triton on CUDA tensors 
 exists and PyTorch elsewhere; ``triton`` runs the Triton kernel on any tensor (on CPU tensors this
 needs ``TRITON_INTERPRET=1``, which is how CI tests the kernels) and fails loudly rather than falling
 back silently.
+
+The triangle multiplicative update is three entry points, so that a DAP hook can gather ``right``
+between them: :func:`triangle_projections` and :func:`triangle_output` dispatch as above;
+:func:`triangle_product` is one implementation everywhere (batched matrix products, cuBLAS on a GPU).
 """
 
 import enum
@@ -23,8 +27,11 @@ from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.layer_norm import layer_norm as layer_norm_torch
 from fastfold.kernels.softmax import softmax_torch
 from fastfold.kernels.triangle_multiplication import (
-    TriangleMultiplicationWeights,
-    triangle_multiplication_torch,
+    TriangleOutputWeights,
+    TriangleProjectionWeights,
+    triangle_output_torch,
+    triangle_product,
+    triangle_projections_torch,
 )
 
 KERNEL_ENV_VAR = "FASTFOLD_KERNEL"
@@ -94,17 +101,31 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return layer_norm_torch(x, weight, bias, eps)
 
 
-def triangle_multiplication(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleMultiplicationWeights,
-                            outgoing: bool) -> torch.Tensor:
-    """Triangle multiplicative update (Algorithms 11, 12); see :func:`triangle_multiplication_torch`.
+def triangle_projections(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleProjectionWeights) -> tuple:
+    """Triangle update stage 1 (Algorithms 11, 12 lines 1-3); see :func:`triangle_projections_torch`.
 
-    pair [*, N, N, C_z], mask [*, N, N] -> update [*, N, N, C_z]; ``outgoing`` picks Algorithm 11.
+    pair [*, N_i, N_j, C_z], mask [*, N_i, N_j] -> (left, right [*, N_i, N_j, c] (channel-major memory
+    from the kernel), gate logits [*, N_i, N_j, C_z]).
     """
     if _use_triton(pair):
         from fastfold.kernels import ops
-        return ops.triangle_multiplication(pair, mask, weights, outgoing)
-    return triangle_multiplication_torch(pair, mask, weights, outgoing)
+        return ops.triangle_projections(pair, mask, weights)
+    return triangle_projections_torch(pair, mask, weights)
 
 
-__all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleMultiplicationWeights", "attention", "kernel_setting",
-           "layer_norm", "softmax", "triangle_multiplication"]
+def triangle_output(product: torch.Tensor, gate: torch.Tensor,
+                    weights: TriangleOutputWeights) -> torch.Tensor:
+    """Triangle update stage 3 (Algorithm 11 line 4); see :func:`triangle_output_torch`.
+
+    product [*, N_i, N_j, c] (from :func:`triangle_product`), gate logits [*, N_i, N_j, C_z]
+    -> update [*, N_i, N_j, C_z].
+    """
+    if _use_triton(product):
+        from fastfold.kernels import ops
+        return ops.triangle_output(product, gate, weights)
+    return triangle_output_torch(product, gate, weights)
+
+
+__all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleOutputWeights", "TriangleProjectionWeights", "attention",
+           "kernel_setting", "layer_norm", "softmax", "triangle_output", "triangle_product",
+           "triangle_projections"]

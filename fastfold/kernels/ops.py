@@ -17,8 +17,10 @@ from fastfold.kernels import (
     triton_triangle,
 )
 from fastfold.kernels.triangle_multiplication import (
-    TriangleMultiplicationWeights,
-    triangle_multiplication_torch,
+    TriangleOutputWeights,
+    TriangleProjectionWeights,
+    triangle_output_torch,
+    triangle_projections_torch,
 )
 
 
@@ -191,43 +193,79 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     return _layer_norm_fwd(x, weight, bias, eps)[0]
 
 
-# --- triangle multiplicative update -------------------------------------------------------------------
+# --- triangle multiplicative update, stages 1 and 3 ------------------------------------------------------
+# The backward passes recompute the stage's PyTorch twin under ``torch.func.vjp`` from the saved inputs
+# (the forward keeps no intermediate): correct for every input, at the twin's speed and memory.
 
 
-@torch.library.custom_op("fastfold::triangle_multiplication_fwd", mutates_args=())
-def _triangle_fwd(pair: Tensor, mask: Tensor, weights: list[Tensor], outgoing: bool) -> Tensor:
-    weights = TriangleMultiplicationWeights(*weights)
-    return triton_triangle.triangle_multiplication_forward(pair, mask, weights, outgoing)
+@torch.library.custom_op("fastfold::triangle_projections", mutates_args=())
+def _triangle_projections(pair: Tensor, mask: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    return triton_triangle.projections_forward(pair, mask, TriangleProjectionWeights(*weights))
 
 
-@_triangle_fwd.register_fake
-def _(pair, mask, weights, outgoing):
-    return torch.empty_like(pair)
+@_triangle_projections.register_fake
+def _(pair, mask, weights):
+    *lead, ni, nj, _ = pair.shape
+    edge = pair.new_empty(*lead, weights[2].shape[-1], ni, nj)
+    return edge, torch.empty_like(edge), torch.empty_like(pair)
 
 
-def _triangle_setup(ctx, inputs, output):
-    pair, mask, weights, outgoing = inputs
-    ctx.outgoing = outgoing
+def _triangle_projections_setup(ctx, inputs, output):
+    pair, mask, weights = inputs
     ctx.save_for_backward(pair, mask, *weights)
 
 
-def _triangle_backward(ctx, grad):
-    """Gradients of pair and every weight by recomputing the PyTorch twin (the forward keeps nothing)."""
+def _triangle_projections_backward(ctx, grad_left, grad_right, grad_gate):
     pair, mask, *weights = ctx.saved_tensors
 
     def twin(pair, *weights):
-        weights = TriangleMultiplicationWeights(*weights)
-        return triangle_multiplication_torch(pair, mask, weights, ctx.outgoing)
+        left, right, gate = triangle_projections_torch(pair, mask, TriangleProjectionWeights(*weights))
+        return left.movedim(-1, -3), right.movedim(-1, -3), gate  # the op's channel-major edges
 
     _, vjp = torch.func.vjp(twin, pair, *weights)
-    dpair, *dweights = vjp(grad)
-    return dpair, None, dweights, None
+    grad_pair, *grad_weights = vjp((grad_left, grad_right, grad_gate))
+    return grad_pair, None, grad_weights
 
 
-_triangle_fwd.register_autograd(_triangle_backward, setup_context=_triangle_setup)
+_triangle_projections.register_autograd(_triangle_projections_backward,
+                                        setup_context=_triangle_projections_setup)
 
 
-def triangle_multiplication(pair: Tensor, mask: Tensor, weights: TriangleMultiplicationWeights,
-                            outgoing: bool) -> Tensor:
-    """Fused triangle multiplicative update; as :func:`triangle_multiplication_torch`."""
-    return _triangle_fwd(pair, mask, [t.contiguous() for t in weights], outgoing)
+def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjectionWeights) -> tuple:
+    """Fused stage 1; as :func:`triangle_projections_torch` (left and right are channel-major views)."""
+    left, right, gate = _triangle_projections(pair, mask, [t.contiguous() for t in weights])
+    return left.movedim(-3, -1), right.movedim(-3, -1), gate
+
+
+@torch.library.custom_op("fastfold::triangle_output", mutates_args=())
+def _triangle_output(product: Tensor, gate: Tensor, weights: list[Tensor]) -> Tensor:
+    return triton_triangle.output_forward(product, gate, TriangleOutputWeights(*weights))
+
+
+@_triangle_output.register_fake
+def _(product, gate, weights):
+    return product.new_empty(*product.shape[:-1], gate.shape[-1])
+
+
+def _triangle_output_setup(ctx, inputs, output):
+    product, gate, weights = inputs
+    ctx.save_for_backward(product, gate, *weights)
+
+
+def _triangle_output_backward(ctx, grad):
+    product, gate, *weights = ctx.saved_tensors
+
+    def twin(product, gate, *weights):
+        return triangle_output_torch(product, gate, TriangleOutputWeights(*weights))
+
+    _, vjp = torch.func.vjp(twin, product, gate, *weights)
+    grad_product, grad_gate, *grad_weights = vjp(grad)
+    return grad_product, grad_gate, grad_weights
+
+
+_triangle_output.register_autograd(_triangle_output_backward, setup_context=_triangle_output_setup)
+
+
+def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeights) -> Tensor:
+    """Fused stage 3; as :func:`triangle_output_torch`."""
+    return _triangle_output(product, gate, [t.contiguous() for t in weights])

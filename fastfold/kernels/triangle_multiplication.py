@@ -1,7 +1,19 @@
-"""Triangle multiplicative update, Algorithms 11 (outgoing edges) and 12 (incoming edges): PyTorch twin.
+"""Triangle multiplicative update, Algorithms 11 (outgoing edges) and 12 (incoming edges), in three stages.
 
-Computes exactly what :class:`fastfold.model.evoformer.TriangleMultiplication` computes (DeepMind's
-unfused variant), step by step in the input's dtype with the LayerNorms in float32.
+The PyTorch twins of the fused kernels, and the only implementation of this maths in the repository
+(:class:`fastfold.model.evoformer.TriangleMultiplication` calls the stages through
+:mod:`fastfold.kernels`):
+
+1. :func:`triangle_projections_torch`: input LayerNorm, gated and masked left and right edges, and the
+   logits of the output gate (Algorithm 11 lines 1-3);
+2. :func:`triangle_product`: the edge combination ``ikc,jkc->ijc`` (outgoing) or ``kjc,kic->ijc``
+   (incoming), the sum of line 4, channel by channel an ``N x N`` matrix product;
+3. :func:`triangle_output_torch`: centre LayerNorm, output projection and sigmoid gating (line 4).
+
+Every tensor between the stages is logically ``[*, N_i, N_j, channels]``; its memory layout is the
+producer's choice (the Triton stage 1 and the product write channel-major memory, read back through
+strides). Under DAP the module gathers ``right`` between stages 1 and 2, so ``N_i``, ``N_j`` need not be
+equal. Each stage works in the input's dtype with the LayerNorms in float32.
 """
 
 from typing import NamedTuple
@@ -11,12 +23,11 @@ import torch
 from fastfold.kernels.layer_norm import layer_norm
 
 
-class TriangleMultiplicationWeights(NamedTuple):
-    """The module's parameters; projection weights are ``[in, out]`` as AlphaFold's ``Linear``.
+class TriangleProjectionWeights(NamedTuple):
+    """Parameters of stage 1; projection weights are ``[in, out]`` as AlphaFold's ``Linear``.
 
     Shapes: ``input_scale, input_offset`` [C_z]; ``left_w, right_w, left_gate_w, right_gate_w``
-    [C_z, c] with biases [c]; ``center_scale, center_offset`` [c]; ``output_w`` [c, C_z] and
-    ``gating_w`` [C_z, C_z] with biases [C_z].
+    [C_z, c] with biases [c]; ``gating_w`` [C_z, C_z] with bias [C_z].
     """
 
     input_scale: torch.Tensor
@@ -29,12 +40,20 @@ class TriangleMultiplicationWeights(NamedTuple):
     left_gate_b: torch.Tensor
     right_gate_w: torch.Tensor
     right_gate_b: torch.Tensor
+    gating_w: torch.Tensor
+    gating_b: torch.Tensor
+
+
+class TriangleOutputWeights(NamedTuple):
+    """Parameters of stage 3.
+
+    Shapes: ``center_scale, center_offset`` [c]; ``output_w`` [c, C_z] with bias ``output_b`` [C_z].
+    """
+
     center_scale: torch.Tensor
     center_offset: torch.Tensor
     output_w: torch.Tensor
     output_b: torch.Tensor
-    gating_w: torch.Tensor
-    gating_b: torch.Tensor
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -42,32 +61,77 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return x @ weight.to(x.dtype) + bias.to(x.dtype)
 
 
-def triangle_multiplication_torch(pair: torch.Tensor, mask: torch.Tensor,
-                                  weights: TriangleMultiplicationWeights, outgoing: bool) -> torch.Tensor:
-    """Triangle multiplicative update of the pair representation (the update only, not the residual).
+def triangle_projections_torch(pair: torch.Tensor, mask: torch.Tensor,
+                               weights: TriangleProjectionWeights) -> tuple:
+    """Stage 1: gated, masked edges and the output gate's logits (Algorithm 11 lines 1-3).
 
     Parameters
     ----------
     pair : torch.Tensor
-        ``[*, N, N, C_z]``.
+        ``[*, N_i, N_j, C_z]``.
     mask : torch.Tensor
-        ``[*, N, N]`` pair mask (boolean or float).
-    weights : TriangleMultiplicationWeights
-        The module's parameters.
+        ``[*, N_i, N_j]`` pair mask (boolean or float), broadcastable to pair's leading shape.
+    weights : TriangleProjectionWeights
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``left, right`` ``[*, N_i, N_j, c]`` and ``gate`` ``[*, N_i, N_j, C_z]`` (logits: stage 3
+        applies the sigmoid), in pair's dtype.
+    """
+    w = weights
+    mask = mask.to(pair.dtype)[..., None]  # [*, N_i, N_j, 1]
+    act = layer_norm(pair, w.input_scale, w.input_offset)  # line 1
+    left = mask * _linear(act, w.left_w, w.left_b) * torch.sigmoid(_linear(act, w.left_gate_w, w.left_gate_b))
+    right = mask * _linear(act, w.right_w, w.right_b) * torch.sigmoid(_linear(act, w.right_gate_w,
+                                                                                w.right_gate_b))  # line 2
+    return left, right, _linear(act, w.gating_w, w.gating_b)  # line 3, before the sigmoid
+
+
+def triangle_product(left: torch.Tensor, right: torch.Tensor, outgoing: bool) -> torch.Tensor:
+    """Stage 2, line 4's sum: ``ikc,jkc->ijc`` (outgoing, Algorithm 11) or ``kjc,kic->ijc`` (Algorithm 12).
+
+    One batched matrix product per channel on channel-major views (cuBLAS on a GPU); channel-major inputs,
+    as the Triton stage 1 writes them, are not copied.
+
+    Parameters
+    ----------
+    left : torch.Tensor
+        ``[*, N_i, K, c]`` (outgoing) or ``[*, K, N_j, c]`` (incoming).
+    right : torch.Tensor
+        ``[*, N_j, K, c]`` (outgoing) or ``[*, K, N_i, c]`` (incoming).
     outgoing : bool
-        True: edges ``ikc,jkc->ijc`` (Algorithm 11); False: ``kjc,kic->ijc`` (Algorithm 12).
 
     Returns
     -------
     torch.Tensor
-        ``[*, N, N, C_z]`` in pair's dtype.
+        ``[*, N_i, N_j, c]``, a view of channel-major memory.
+    """
+    left_cm, right_cm = left.movedim(-1, -3), right.movedim(-1, -3)  # [*, c, ., .]
+    if outgoing:
+        product = left_cm @ right_cm.transpose(-1, -2)  # [*, c, N_i, N_j]
+    else:
+        product = right_cm.transpose(-1, -2) @ left_cm
+    return product.movedim(-3, -1)  # [*, N_i, N_j, c]
+
+
+def triangle_output_torch(product: torch.Tensor, gate: torch.Tensor,
+                          weights: TriangleOutputWeights) -> torch.Tensor:
+    """Stage 3: ``Linear(LayerNorm(product)) * sigmoid(gate)`` (Algorithm 11 line 4, with line 3's gate).
+
+    Parameters
+    ----------
+    product : torch.Tensor
+        ``[*, N_i, N_j, c]`` from :func:`triangle_product`.
+    gate : torch.Tensor
+        ``[*, N_i, N_j, C_z]`` gate logits from stage 1.
+    weights : TriangleOutputWeights
+
+    Returns
+    -------
+    torch.Tensor
+        The update ``[*, N_i, N_j, C_z]`` in product's dtype (the residual is added by the caller).
     """
     w = weights
-    mask = mask.to(pair.dtype)[..., None]  # [*, N, N, 1]
-    act = layer_norm(pair, w.input_scale, w.input_offset)  # Algorithm 11 line 1
-    left = mask * _linear(act, w.left_w, w.left_b) * torch.sigmoid(_linear(act, w.left_gate_w, w.left_gate_b))
-    right = mask * _linear(act, w.right_w, w.right_b) * torch.sigmoid(_linear(act, w.right_gate_w,
-                                                                                w.right_gate_b))  # line 2
-    equation = "...ikc,...jkc->...ijc" if outgoing else "...kjc,...kic->...ijc"
-    combined = layer_norm(torch.einsum(equation, left, right), w.center_scale, w.center_offset)  # line 4
-    return _linear(combined, w.output_w, w.output_b) * torch.sigmoid(_linear(act, w.gating_w, w.gating_b))
+    combined = layer_norm(product, w.center_scale, w.center_offset)
+    return _linear(combined, w.output_w, w.output_b) * torch.sigmoid(gate)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from fastfold import kernels
 from fastfold.model.attention import (
     MSAColumnAttention,
     MSAColumnGlobalAttention,
@@ -36,10 +37,11 @@ def call_with_remat(fn, *args, remat: bool):
     """``fn(*args)``; with ``remat``, recompute its activations in the backward pass instead of storing them.
 
     The random state is restored for the recomputation, so dropout masks, and hence the results and
-    gradients, are the same with and without rematerialisation.
+    gradients, are the same with and without rematerialisation. The recomputation runs ``fn`` to its
+    end (no early stop), so that every DAP collective it starts is also waited for, on every process.
     """
     if remat:
-        return checkpoint(fn, *args, use_reentrant=False)
+        return checkpoint(fn, *args, use_reentrant=False, early_stop=False)
     return fn(*args)
 
 
@@ -137,7 +139,8 @@ class TriangleMultiplication(nn.Module):
 
     DeepMind's unfused variant (separate ``left_projection``/``right_projection`` and gates). The
     edge combination is ``config.equation``: ``ikc,jkc->ijc`` (outgoing) or ``kjc,kic->ijc``
-    (incoming), applied to the gated left and right projections.
+    (incoming), applied to the gated left and right projections. The maths lives in the three stages
+    of :mod:`fastfold.kernels` (fused Triton kernels on a GPU, their PyTorch twins elsewhere).
 
     Parameters
     ----------
@@ -149,19 +152,22 @@ class TriangleMultiplication(nn.Module):
         C_z.
     """
 
+    EQUATIONS = {"ikc,jkc->ijc": True, "kjc,kic->ijc": False}  # -> outgoing edges (Algorithm 11)
+
     def __init__(self, config, global_config, pair_dim: int):
         super().__init__()
         if config.get("fuse_projection_weights", False):
             raise NotImplementedError("TriangleMultiplication: the fused-projection variant (AlphaFold-"
                                       "Multimer v2.3 parameters) is not implemented; "
                                       "set fuse_projection_weights=False")
+        if config.equation not in self.EQUATIONS:
+            raise ValueError(f"TriangleMultiplication: equation {config.equation!r}, expected one of "
+                             f"{list(self.EQUATIONS)}")
         self.config = config
-        inputs, output = config.equation.split("->")
-        left, right = inputs.split(",")
-        self.equation = f"...{left},...{right}->...{output}"
+        self.outgoing = self.EQUATIONS[config.equation]
         # Under DAP the pair is sliced along the axis of `left` that carries an output index (rows
         # for outgoing edges "ikc", columns for incoming edges "kjc"); `right` is gathered along it.
-        self.sharded_dim = -3 if left[0] in output else -2
+        self.sharded_dim = -3 if self.outgoing else -2
         self.layout = AxialLayout()
         num_intermediate = config.num_intermediate_channel
         gate_init = final_init(global_config)
@@ -179,16 +185,23 @@ class TriangleMultiplication(nn.Module):
 
         Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` (outgoing) or
         column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. The right
-        projection is gathered while the left one is computed.
+        projection is gathered between the fused projections (which compute both edges at once) and
+        the product.
         """
-        mask = self.layout.shard(pair_mask, self.sharded_dim + 1).to(pair.dtype)[..., None]
-        act = self.layer_norm_input(pair)
-        right = mask * self.right_projection(act) * torch.sigmoid(self.right_gate(act))  # [*, N, N, c]
+        linears = (self.left_projection, self.right_projection, self.left_gate, self.right_gate,
+                   self.gating_linear)
+        weights_in = kernels.TriangleProjectionWeights(
+            self.layer_norm_input.scale, self.layer_norm_input.offset,
+            *(t for linear in linears for t in (linear.weights, linear.bias)))
+        weights_out = kernels.TriangleOutputWeights(
+            self.center_layer_norm.scale, self.center_layer_norm.offset, self.output_projection.weights,
+            self.output_projection.bias)
+        mask = self.layout.shard(pair_mask, self.sharded_dim + 1)
+        left, right, gate = kernels.triangle_projections(pair, mask, weights_in)  # lines 1-3, [*, N, N, c]
         pending = self.layout.start_gather(right, self.sharded_dim)
-        left = mask * self.left_projection(act) * torch.sigmoid(self.left_gate(act))
         right = self.layout.wait(pending)
-        combined = self.center_layer_norm(torch.einsum(self.equation, left, right))  # [*, N_res, N_res, c]
-        return self.output_projection(combined) * torch.sigmoid(self.gating_linear(act))
+        product = kernels.triangle_product(left, right, self.outgoing)  # line 4's sum, [*, N_res, N_res, c]
+        return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
 
 
 class EvoformerIteration(nn.Module):
@@ -297,8 +310,9 @@ class EvoformerIteration(nn.Module):
         pair = layout.rows_to_columns(pair)
         pair = self._add(pair, self.triangle_attention_ending_node(pair, pair_mask),
                          self.triangle_attention_ending_node, columns)  # line 9
-        pair = self._add(pair, self.pair_transition(pair), self.pair_transition, columns)  # line 10
-        return layout.wait(msa_pending), layout.columns_to_rows(pair)
+        pair = layout.map_columns_to_rows(  # line 10, [*, N_res / n, N_res, C_z]
+            lambda p: self._add(p, self.pair_transition(p), self.pair_transition, columns), pair)
+        return layout.wait(msa_pending), pair
 
 
 class EvoformerStack(nn.Module):

@@ -18,7 +18,8 @@ Conventions for callers
   output only (its gradient is summed over the processes by the DAP backward).
 - ``start_*`` returns an opaque pending object; pass it to :meth:`AxialLayout.wait` exactly once, and
   put independent computation in between so that it overlaps the communication (in the backward pass
-  too). Do not modify the input in place before the wait.
+  too). Do not modify the input in place before the wait. Wait inside the function that a
+  rematerialisation recomputes, so that the recomputation waits too.
 - Sizes are padded to a multiple of n by :meth:`AxialLayout.enter` (with the masks padded by zeros),
   so every ``N / n`` above is exact; :meth:`AxialLayout.leave` removes the padding.
 """
@@ -83,6 +84,14 @@ class AxialLayout:
     def start_columns_to_rows(self, x: torch.Tensor):
         """Start :meth:`columns_to_rows`; the result comes from :meth:`wait`."""
         return x
+
+    def map_columns_to_rows(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``columns_to_rows(fn(x))`` for an ``fn`` that treats every column on its own (a transition).
+
+        x column-sharded ``[*, A, B / n, C]`` -> row-sharded ``[*, A / n, B, C']``. Under DAP the local
+        columns go in a few pieces: the all-to-all of one piece overlaps ``fn`` on the next.
+        """
+        return fn(x)
 
     def wait(self, pending) -> torch.Tensor:
         """The result of a ``start_*`` call, once its communication is done."""

@@ -149,10 +149,10 @@ class TemplatePairBlock(nn.Module):
         pair = self._add(pair, self.triangle_multiplication_outgoing, pair_mask, rows)  # line 4
         pair = layout.rows_to_columns(pair)
         pair = self._add(pair, self.triangle_multiplication_incoming, pair_mask, columns)  # line 5
-        update = self.pair_transition(pair)  # line 6
-        pair = pair + shared_dropout(update, self.pair_transition.config, self.global_config, self.training,
-                                     layout, columns)
-        return layout.columns_to_rows(pair)
+        transition = self.pair_transition
+        return layout.map_columns_to_rows(  # line 6, [*, N_res / n, N_res, C_t]
+            lambda p: p + shared_dropout(transition(p), transition.config, self.global_config, self.training,
+                                         layout, columns), pair)
 
 
 class TemplatePairStack(nn.Module):
