@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from alphafold_reference import random_parameters, save_npz
+from model_inputs import flat_parameters, nested_parameters
 
 from fastfold.config import model_config
 from fastfold.model.alphafold import PARAMETER_PREFIX, AlphaFold
@@ -24,19 +25,10 @@ def small_model(name: str) -> AlphaFold:
     return AlphaFold(config)
 
 
-def nested(flat: dict) -> dict:
-    """``{"{module}//{name}": array}`` -> haiku's ``{module: {name: array}}``."""
-    tree = {}
-    for key, value in flat.items():
-        module, name = key.split("//")
-        tree.setdefault(module, {})[name] = value
-    return tree
-
-
 def random_flat(model: AlphaFold, seed: int) -> dict:
     """The model's parameter file contents with random non-zero values."""
-    tree = random_parameters(nested(haiku_params(model.alphafold_iteration, PARAMETER_PREFIX)), seed=seed)
-    return {f"{module}//{name}": value for module, names in tree.items() for name, value in names.items()}
+    ours = nested_parameters(haiku_params(model.alphafold_iteration, PARAMETER_PREFIX))
+    return flat_parameters(random_parameters(ours, seed=seed))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_save_load_round_trip_is_bit_exact(ptm_model, plain_model, tmp_path):
 def test_file_written_by_haiku_side_loads(plain_model, tmp_path):
     """``save_npz`` writes haiku's nested params as DeepMind publishes them (``{module}//{name}``)."""
     flat = random_flat(plain_model, seed=2)
-    save_npz(nested(flat), tmp_path / "params_model_1.npz")
+    save_npz(nested_parameters(flat), tmp_path / "params_model_1.npz")
     plain_model.load_parameters(tmp_path / "params_model_1.npz")
     stacked = plain_model.alphafold_iteration.evoformer.evoformer_stack.evoformer_iteration[0]
     key = f"{PARAMETER_PREFIX}/evoformer/evoformer_iteration/msa_transition/transition1//weights"

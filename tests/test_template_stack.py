@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 from alphafold.model import modules, prng, quat_affine
-from alphafold_reference import deepmind_monomer_config, init_and_randomise, random_features
+from alphafold_reference import (
+    assert_close,
+    deepmind_monomer_config,
+    flat_parameters,
+    init_and_randomise,
+    random_features,
+)
 
 from fastfold.model.params import load_haiku_params
 from fastfold.model.template import (
@@ -47,18 +53,6 @@ def inputs():
         "template_pair": rng.standard_normal((NUM_RES, NUM_RES, 64)).astype(np.float32),
     }
 
-
-def flatten(params) -> dict:
-    return {f"{module}//{name}": np.asarray(value) for module, names in params.items()
-            for name, value in names.items()}
-
-
-def assert_matches(ours: torch.Tensor, reference):
-    reference = np.asarray(reference)
-    scale = float(np.abs(reference).max())
-    error = float(np.abs(ours.detach().numpy() - reference).max())
-    assert scale > 0
-    assert error <= RELATIVE_TOLERANCE * scale, f"max abs error {error:.3g} vs reference scale {scale:.3g}"
 
 
 def torch_batch(batch: dict) -> dict:
@@ -119,9 +113,9 @@ def test_template_pair_stack(config, inputs, reference_embedding):
 
     reference = jitted_apply(fn)(params, inputs["template_pair"], inputs["mask_2d"])
     module = TemplatePairStack(c, gc, 64)
-    load_haiku_params(module, flatten(params), "template_pair_stack")
+    load_haiku_params(module, flat_parameters(params), "template_pair_stack")
     ours = module.eval()(torch.from_numpy(inputs["template_pair"]), torch.from_numpy(inputs["mask_2d"]))
-    assert_matches(ours, reference)
+    assert_close(ours, reference, RELATIVE_TOLERANCE)
 
 
 @pytest.mark.parametrize("use_template_unit_vector", [False, True])
@@ -140,10 +134,10 @@ def test_single_template_embedding(config, inputs, reference_embedding, use_temp
 
     reference = jitted_apply(fn)(params, inputs["query"], single, inputs["mask_2d"])
     module = SingleTemplateEmbedding(template_config, gc)
-    load_haiku_params(module, flatten(params), "single_template_embedding")
+    load_haiku_params(module, flat_parameters(params), "single_template_embedding")
     features = [torch.from_numpy(single[name])[None] for name in TEMPLATE_PAIR_FEATURES]
     ours = module.eval()(*features, torch.from_numpy(inputs["mask_2d"]))
-    assert_matches(ours[0], reference)
+    assert_close(ours[0], reference, RELATIVE_TOLERANCE)
 
 
 def run_template_embedding(config, inputs, reference_embedding, template_mask):
@@ -151,7 +145,7 @@ def run_template_embedding(config, inputs, reference_embedding, template_mask):
     apply, params = reference_embedding
     batch = dict(inputs["template_batch"], template_mask=template_mask)
     module = TemplateEmbedding(config.embeddings_and_evoformer.template, config.global_config, PAIR_DIM)
-    load_haiku_params(module, flatten(params), "template_embedding")
+    load_haiku_params(module, flat_parameters(params), "template_embedding")
     query, mask_2d = torch.from_numpy(inputs["query"]), torch.from_numpy(inputs["mask_2d"])
     ours = module.eval()(query, torch_batch(batch), mask_2d)
     return ours, apply(params, inputs["query"], batch, inputs["mask_2d"])
@@ -160,7 +154,7 @@ def run_template_embedding(config, inputs, reference_embedding, template_mask):
 def test_template_embedding(config, inputs, reference_embedding):
     template_mask = inputs["template_batch"]["template_mask"]
     ours, reference = run_template_embedding(config, inputs, reference_embedding, template_mask)
-    assert_matches(ours, reference)
+    assert_close(ours, reference, RELATIVE_TOLERANCE)
 
 
 def test_template_embedding_without_templates_is_zero(config, inputs, reference_embedding):
