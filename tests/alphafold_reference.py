@@ -64,6 +64,44 @@ def assert_close(ours, reference, relative: float = 1e-4, atol: float = 0.0) -> 
     return error
 
 
+# Representations and head logits that the end-to-end tests hold to a bound relative to their max abs.
+RELATIVE_OUTPUTS = [
+    ("representations", "single"), ("representations", "pair"), ("representations", "msa"),
+    ("representations", "msa_first_row"), ("representations", "structure_module"),
+    ("distogram", "logits"), ("masked_msa", "logits"), ("experimentally_resolved", "logits"),
+    ("predicted_lddt", "logits"),
+]
+
+
+def max_error(actual, expected) -> float:
+    """max |actual - expected| of a torch tensor against a numpy/jax array."""
+    return float(np.abs(actual.detach().cpu().numpy() - np.asarray(expected)).max())
+
+
+def final_output_errors(actual: dict, expected: dict) -> dict:
+    """Max abs errors of our AlphaFold outputs against the reference's: atoms (A), pLDDT, PAE (A), pTM."""
+    return {
+        "final_atom_positions": max_error(actual["structure_module"]["final_atom_positions"],
+                                          expected["structure_module"]["final_atom_positions"]),
+        "plddt": max_error(actual["plddt"], expected["plddt"]),
+        "pae": max_error(actual["pae"], expected["predicted_aligned_error"]),
+        "ptm": max_error(actual["ptm"], expected["ptm"]),
+    }
+
+
+def relative_output_errors(actual: dict, expected: dict, max_scale: float = float("inf")) -> dict:
+    """Each of :data:`RELATIVE_OUTPUTS`: max abs error / the reference's max abs (in (0, max_scale))."""
+    relative = {}
+    for output_path in RELATIVE_OUTPUTS:
+        ours, reference = actual, expected
+        for key in output_path:
+            ours, reference = ours[key], reference[key]
+        scale = float(np.abs(reference).max())
+        assert 0 < scale < max_scale, (output_path, scale)
+        relative["/".join(output_path)] = max_error(ours, reference) / scale
+    return relative
+
+
 def r3_to_4x4(rigids) -> np.ndarray:
     """AlphaFold's ``r3.Rigids`` as homogeneous matrices ``[*, 4, 4]``."""
     flat = np.asarray(r3.rigids_to_tensor_flat12(rigids))

@@ -14,7 +14,14 @@ random non-zero values in AlphaFold's tree, written in DeepMind's npz layout and
 import numpy as np
 import pytest
 import torch
-from alphafold_reference import deepmind_monomer_config, run_alphafold, save_npz
+from alphafold_reference import (
+    deepmind_monomer_config,
+    final_output_errors,
+    max_error,
+    relative_output_errors,
+    run_alphafold,
+    save_npz,
+)
 from model_inputs import as_torch, random_module_parameters, real_features
 
 from fastfold.config import model_config
@@ -58,17 +65,6 @@ def test_features_are_real(features):
     assert not np.array_equal(features["msa_feat"][0], features["msa_feat"][1])
 
 
-def max_error(actual, expected) -> float:
-    return float(np.abs(actual.detach().numpy() - np.asarray(expected)).max())
-
-
-# Representations and head outputs of the last iteration, held to 1e-4 x the reference's max abs.
-RELATIVE_OUTPUTS = [("representations", "single"), ("representations", "pair"), ("representations", "msa"),
-                    ("representations", "msa_first_row"), ("representations", "structure_module"),
-                    ("distogram", "logits"), ("masked_msa", "logits"), ("experimentally_resolved", "logits"),
-                    ("predicted_lddt", "logits")]
-
-
 def test_matches_alphafold(features, tmp_path):
     """Issue 4's bounds: atoms within 1e-3 A, pLDDT, PAE and pTM within 1e-3 of AlphaFold's; every
     representation and logit within 1e-4 of its largest value. One test, so that the two models run
@@ -86,12 +82,7 @@ def test_matches_alphafold(features, tmp_path):
 
     positions = expected["structure_module"]["final_atom_positions"]
     assert 10.0 < np.abs(positions).max() < 100.0
-    errors = {
-        "final_atom_positions": max_error(actual["structure_module"]["final_atom_positions"], positions),
-        "plddt": max_error(actual["plddt"], expected["plddt"]),
-        "pae": max_error(actual["pae"], expected["predicted_aligned_error"]),
-        "ptm": max_error(actual["ptm"], expected["ptm"]),
-    }
+    errors = final_output_errors(actual, expected)
     print("max abs errors:", {key: f"{value:.2e}" for key, value in errors.items()})
     assert errors["final_atom_positions"] <= 1e-3  # Angstrom
     assert errors["plddt"] <= 1e-3 and errors["pae"] <= 1e-3
@@ -99,14 +90,7 @@ def test_matches_alphafold(features, tmp_path):
     assert errors["ptm"] <= min(1e-3, 1e-4 * float(expected["ptm"]))
     assert max_error(actual["max_predicted_aligned_error"], expected["max_predicted_aligned_error"]) == 0.0
 
-    relative = {}
-    for output_path in RELATIVE_OUTPUTS:
-        ours, reference = actual, expected
-        for key in output_path:
-            ours, reference = ours[key], reference[key]
-        scale = float(np.abs(reference).max())
-        assert scale > 0, output_path
-        relative["/".join(output_path)] = max_error(ours, reference) / scale
+    relative = relative_output_errors(actual, expected)
     print("max abs errors / max abs:", {key: f"{value:.1e}" for key, value in relative.items()})
     assert max(relative.values()) <= 1e-4, relative
 
