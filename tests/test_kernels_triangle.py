@@ -147,3 +147,19 @@ def test_product_is_the_equation(outgoing):
 if __name__ == "__main__":
     torch.manual_seed(0)
     globals()[sys.argv[1]](*(int(a) for a in sys.argv[2:]))
+
+
+def test_float32_dot_precision_follows_pytorch_matmul_setting():
+    """Float32 Triton products are exact unless PyTorch allows TF32 for matmuls; 16-bit use the default."""
+    from fastfold.kernels.triton_layout import dot_precision
+
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert dot_precision(torch.float32) == "ieee"
+        matmul.allow_tf32 = True
+        assert dot_precision(torch.float32) == "tf32"
+    finally:
+        matmul.allow_tf32 = saved
+    assert dot_precision(torch.bfloat16) is None and dot_precision(torch.float16) is None

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
-from fastfold.kernels.triton_layout import canonical_views
+from fastfold.kernels.triton_layout import canonical_views, dot_precision
 
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
@@ -154,9 +154,9 @@ def launcher(q: torch.Tensor, kernel, tuned):
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:
-    """Channel tile widths and dot precision (exact "ieee" for float32 operands)."""
+    """Channel tile widths and dot precision (:func:`~fastfold.kernels.triton_layout.dot_precision`)."""
     return dict(BLOCK_C=max(16, triton.next_power_of_2(c)), BLOCK_CV=max(16, triton.next_power_of_2(cv)),
-                PRECISION="ieee" if q.dtype == torch.float32 else None)
+                PRECISION=dot_precision(q.dtype))
 
 
 def grid_over(n_lead: int, length: int, block: str):

@@ -9,6 +9,20 @@ dimensions into three by merging neighbours that every operand can address with 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
+
+def dot_precision(dtype: torch.dtype) -> str | None:
+    """Triton ``tl.dot`` precision for operands of ``dtype``, following PyTorch's matmul setting.
+
+    Float32 operands use TF32 tensor cores when ``torch.backends.cuda.matmul.allow_tf32`` is on (as
+    ``torch.matmul`` does) and exact ``"ieee"`` products otherwise (PyTorch's default); 16-bit operands
+    use Triton's default.
+    """
+    if dtype != torch.float32:
+        return None
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
 
 @dataclass
 class Canonical:

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
+from fastfold.kernels.triton_layout import dot_precision
 
 EPS = 1e-5  # both LayerNorms, as the model's
 
@@ -98,7 +99,7 @@ GPU_OUTPUT = (64, 8)
 
 
 def _launch(x: torch.Tensor, gpu: tuple) -> dict:
-    precision = "ieee" if x.dtype == torch.float32 else None
+    precision = dot_precision(x.dtype)
     if not x.is_cuda:
         return dict(BLOCK_M=16, PRECISION=precision)
     return dict(BLOCK_M=gpu[0], num_warps=gpu[1], PRECISION=precision)
