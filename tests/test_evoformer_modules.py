@@ -193,6 +193,14 @@ def test_triangle_multiplication(config, inputs, name):
     assert_close(module(t(inputs["pair"]), t(inputs["pair_mask"])), ref, RELATIVE_TOLERANCE)
 
 
+def test_fused_triangle_projections_are_refused(config):
+    evoformer = config.embeddings_and_evoformer.evoformer
+    c = evoformer.triangle_multiplication_outgoing.copy_and_resolve_references()
+    c.fuse_projection_weights = True
+    with pytest.raises(ValueError, match="fuse_projection_weights=True"):
+        TriangleMultiplication(c, config.global_config, PAIR_DIM)
+
+
 @pytest.mark.parametrize("name", ["triangle_attention_starting_node", "triangle_attention_ending_node"])
 def test_triangle_attention(config, inputs, name):
     c, gc = config.embeddings_and_evoformer.evoformer[name], config.global_config

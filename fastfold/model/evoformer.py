@@ -157,9 +157,9 @@ class TriangleMultiplication(nn.Module):
     def __init__(self, config, global_config, pair_dim: int):
         super().__init__()
         if config.get("fuse_projection_weights", False):
-            raise NotImplementedError("TriangleMultiplication: the fused-projection variant (AlphaFold-"
-                                      "Multimer v2.3 parameters) is not implemented; "
-                                      "set fuse_projection_weights=False")
+            raise ValueError("TriangleMultiplication: fuse_projection_weights=True (the layout of AlphaFold-"
+                             "Multimer v2.3 parameters) is not a monomer setting; DeepMind's monomer "
+                             "parameters need fuse_projection_weights=False")
         if config.equation not in self.EQUATIONS:
             raise ValueError(f"TriangleMultiplication: equation {config.equation!r}, expected one of "
                              f"{list(self.EQUATIONS)}")
