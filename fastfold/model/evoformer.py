@@ -204,6 +204,20 @@ class TriangleMultiplication(nn.Module):
         return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
 
 
+def add_pair_update_modules(block: nn.Module, config, global_config, pair_dim: int) -> None:
+    """Give ``block`` the pair-update modules of an Evoformer or template pair block, under haiku's names.
+
+    ``triangle_multiplication_outgoing`` / ``_incoming`` (Algorithms 11, 12),
+    ``triangle_attention_starting_node`` / ``_ending_node`` (Algorithms 13, 14) and ``pair_transition``
+    (Algorithm 15), each built from the ``config`` node of the same name, acting on C_z = ``pair_dim``.
+    """
+    for name in ("triangle_multiplication_outgoing", "triangle_multiplication_incoming"):
+        setattr(block, name, TriangleMultiplication(config[name], global_config, pair_dim))
+    for name in ("triangle_attention_starting_node", "triangle_attention_ending_node"):
+        setattr(block, name, TriangleAttention(config[name], global_config, pair_dim))
+    block.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+
+
 class EvoformerIteration(nn.Module):
     """One Evoformer block, Algorithm 6 lines 2-10, in AlphaFold's order of operations.
 
@@ -240,15 +254,7 @@ class EvoformerIteration(nn.Module):
             self.msa_column_attention = MSAColumnAttention(
                 config.msa_column_attention, global_config, msa_dim)
         self.msa_transition = Transition(config.msa_transition, global_config, msa_dim)
-        self.triangle_multiplication_outgoing = TriangleMultiplication(
-            config.triangle_multiplication_outgoing, global_config, pair_dim)
-        self.triangle_multiplication_incoming = TriangleMultiplication(
-            config.triangle_multiplication_incoming, global_config, pair_dim)
-        self.triangle_attention_starting_node = TriangleAttention(
-            config.triangle_attention_starting_node, global_config, pair_dim)
-        self.triangle_attention_ending_node = TriangleAttention(
-            config.triangle_attention_ending_node, global_config, pair_dim)
-        self.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+        add_pair_update_modules(self, config, global_config, pair_dim)
         self.layout = AxialLayout()
 
     def _add(self, act: torch.Tensor, update: torch.Tensor, module: nn.Module,

@@ -77,10 +77,6 @@ class AxialLayout:
         """Column-sharded ``[*, A, B / n, C]`` -> row-sharded ``[*, A / n, B, C]`` (MSA or pair)."""
         return x
 
-    def start_rows_to_columns(self, x: torch.Tensor):
-        """Start :meth:`rows_to_columns`; the result comes from :meth:`wait`."""
-        return x
-
     def start_columns_to_rows(self, x: torch.Tensor):
         """Start :meth:`columns_to_rows`; the result comes from :meth:`wait`."""
         return x

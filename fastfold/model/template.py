@@ -8,10 +8,10 @@ from torch import nn
 
 from fastfold.common import residue_constants
 from fastfold.common.rigid import Rigid, rot_from_two_vectors
-from fastfold.model.attention import Attention, TriangleAttention
+from fastfold.model.attention import Attention
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.embedders import NUM_TEMPLATE_AATYPE_CLASSES, distogram_one_hot
-from fastfold.model.evoformer import Transition, TriangleMultiplication, call_with_remat
+from fastfold.model.evoformer import add_pair_update_modules, call_with_remat
 from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import LayerNorm, Linear, shared_dropout
 
@@ -122,15 +122,7 @@ class TemplatePairBlock(nn.Module):
     def __init__(self, config, global_config, pair_dim: int):
         super().__init__()
         self.global_config = global_config
-        self.triangle_attention_starting_node = TriangleAttention(
-            config.triangle_attention_starting_node, global_config, pair_dim)
-        self.triangle_attention_ending_node = TriangleAttention(
-            config.triangle_attention_ending_node, global_config, pair_dim)
-        self.triangle_multiplication_outgoing = TriangleMultiplication(
-            config.triangle_multiplication_outgoing, global_config, pair_dim)
-        self.triangle_multiplication_incoming = TriangleMultiplication(
-            config.triangle_multiplication_incoming, global_config, pair_dim)
-        self.pair_transition = Transition(config.pair_transition, global_config, pair_dim)
+        add_pair_update_modules(self, config, global_config, pair_dim)
         self.layout = AxialLayout()
 
     def _add(self, pair: torch.Tensor, module: nn.Module, pair_mask: torch.Tensor, sharded_dim: int):
