@@ -1,13 +1,17 @@
 """Triangle multiplicative update (Algorithms 11, 12): the fused stages against their PyTorch twins.
 
 Under Triton's interpreter (a subprocess with ``TRITON_INTERPRET=1`` and ``FASTFOLD_KERNEL=triton``, as in
-``test_kernels_interpret.py``), float32, batch 2, N 13, C_z 12, c 8 against 16-wide tiles: stage 1
-(:func:`fastfold.kernels.triangle_projections`) and stage 3 (:func:`fastfold.kernels.triangle_output`),
-forward and every gradient, on square pairs and on DAP-like slices (13 x 7 and 7 x 13), with stage 3
-reading a channel-major product (as stage 2 writes it) and a position-major one; then the whole
-:class:`~fastfold.model.evoformer.TriangleMultiplication` module with the kernels against the module with
-the twins, its output and the gradients of the pair and of every parameter; ``torch.library.opcheck`` of
-both custom ops. In process: stage 2 against the equations written as einsums, on non-square slices.
+``test_kernels_interpret.py``), float32, batch 2, N 13, C_z 20, c 18 against 16-wide tiles (so that the
+backward kernels' chunk loops over edge channels and gate columns run twice, the second chunk partial):
+stage 1 (:func:`fastfold.kernels.triangle_projections`, with a mask with zeros broadcast over the batch)
+and stage 3 (:func:`fastfold.kernels.triangle_output`), forward and every gradient (the pair's and all 12
+weights'; the product's, the gate's and all 4 weights'), on square pairs and on DAP-like slices (13 x 7 and
+7 x 13), with stage 3 reading a channel-major product (as stage 2 writes it) and a position-major one
+(and, on the 7 x 13 slice, a channel-major one with ``N_i`` and ``N_j`` swapped in memory); then the whole
+:class:`~fastfold.model.evoformer.TriangleMultiplication` module (outgoing and incoming) with the kernels
+against the module with the twins, its output and the gradients of the pair and of every parameter;
+``torch.library.opcheck`` of the four custom ops, forward and backward. In process: stage 2 against the
+equations written as einsums, on non-square slices.
 """
 
 import sys
@@ -23,8 +27,10 @@ from fastfold.kernels.triangle_multiplication import (
 )
 from fastfold.model.evoformer import TriangleMultiplication
 
-CZ, C = 12, 8
+CZ, C = 20, 18
 SLICES = {"square": (13, 13), "rows": (7, 13), "columns": (13, 7)}
+LAYOUTS = ["channel_major", "channel_major_transposed", "position_major"]  # of stage 3's product
+OUTPUT_CASES = [(s, layout) for s in range(len(SLICES)) for layout in (0, 2)] + [(1, 1)]  # (slice, layout)
 
 
 class _Config(dict):
@@ -51,6 +57,7 @@ def check_projections(slice_index: int) -> None:
     shapes = [(CZ,), (CZ,)] + [(CZ, C), (C,)] * 4 + [(CZ, CZ), (CZ,)]
     inputs = (_leaf(2, ni, nj, CZ), *(_leaf(*s) for s in shapes))
     mask = torch.rand(1, ni, nj) > 0.2
+    mask[:, 1] = False  # a whole row masked, besides the random zeros
     left, _, _ = kernels.triangle_projections(inputs[0], mask, kernels.TriangleProjectionWeights(*inputs[1:]))
     assert left.movedim(-1, -3).is_contiguous(), "the kernel's edges are channel-major"
 
@@ -61,11 +68,13 @@ def check_projections(slice_index: int) -> None:
                      ["pair", *kernels.TriangleProjectionWeights._fields])
 
 
-def check_output(slice_index: int, channel_major: int) -> None:
-    """Stage 3 on a product slice stored channel-major or position-major: output and 6 gradients."""
+def check_output(slice_index: int, layout: int) -> None:
+    """Stage 3 on a product slice in one of ``LAYOUTS``: output and 6 gradients."""
     ni, nj = list(SLICES.values())[slice_index]
-    if channel_major:
+    if layout == 0:  # [*, c, N_i, N_j] memory, as stage 2 writes it
         product = torch.randn(2, C, ni, nj).movedim(-3, -1).requires_grad_()
+    elif layout == 1:  # [*, c, N_j, N_i] memory: the kernel reads a copy
+        product = torch.randn(2, C, nj, ni).transpose(-1, -2).movedim(-3, -1).requires_grad_()
     else:
         product = _leaf(2, ni, nj, C)
     shapes = [(C,), (C,), (C, CZ), (CZ,)]
@@ -100,20 +109,33 @@ def check_module(outgoing: int) -> None:
     _compare_outputs(run("triton"), run("torch"), (pair, *params), ["pair", *names])
 
 
-def check_opcheck() -> None:
-    """``torch.library.opcheck`` of both custom ops (schema, fake shapes and strides, autograd, AOT)."""
+def check_opcheck(stage: int) -> None:
+    """``torch.library.opcheck`` of a stage's (1 or 3) forward and backward custom ops.
+
+    Schema, fake shapes and strides, autograd and AOT, on 2 x 3 x 5 positions (two programs): each op runs
+    many times, and the checks are not of its values.
+    """
     from fastfold.kernels import ops
 
-    shapes = [(CZ,), (CZ,)] + [(CZ, C), (C,)] * 4 + [(CZ, CZ), (CZ,)]
-    pair, mask = _leaf(2, 7, 13, CZ), torch.rand(2, 7, 13) > 0.2
-    torch.library.opcheck(ops._triangle_projections, (pair, mask, [_leaf(*s) for s in shapes]))
-    product = torch.randn(2, C, 7, 13).movedim(1, -1).requires_grad_()
-    weights = [_leaf(*s) for s in [(C,), (C,), (C, CZ), (CZ,)]]
-    torch.library.opcheck(ops._triangle_output, (product, _leaf(2, 7, 13, CZ), weights))
+    pair, gate = _leaf(2, 3, 5, CZ), _leaf(2, 3, 5, CZ)
+    if stage == 1:
+        mask = torch.rand(2, 3, 5) > 0.2
+        weights = [_leaf(*s) for s in [(CZ,), (CZ,)] + [(CZ, C), (C,)] * 4 + [(CZ, CZ), (CZ,)]]
+        torch.library.opcheck(ops._triangle_projections, (pair, mask, weights))
+        grad_edges = torch.randn(2, 2, C, 3, 5)  # left's and right's, channel-major
+        args = (*grad_edges, torch.randn_like(gate), pair.detach(), mask, [t.detach() for t in weights])
+        torch.library.opcheck(ops._triangle_projections_bwd, args)
+    else:
+        product = torch.randn(2, C, 3, 5).movedim(1, -1).requires_grad_()
+        weights = [_leaf(*s) for s in [(C,), (C,), (C, CZ), (CZ,)]]
+        torch.library.opcheck(ops._triangle_output, (product, gate, weights))
+        args = (torch.randn_like(gate), product.detach(), gate.detach(), [t.detach() for t in weights])
+        torch.library.opcheck(ops._triangle_output_bwd, args)
 
 
-def test_opcheck():
-    _run_check("check_opcheck", script=__file__)
+@pytest.mark.parametrize("stage", [1, 3])
+def test_opcheck(stage):
+    _run_check("check_opcheck", str(stage), script=__file__)
 
 
 @pytest.mark.parametrize("slice_index", range(len(SLICES)), ids=list(SLICES))
@@ -121,10 +143,10 @@ def test_projections(slice_index):
     _run_check("check_projections", str(slice_index), script=__file__)
 
 
-@pytest.mark.parametrize("channel_major", [1, 0], ids=["channel_major", "position_major"])
-@pytest.mark.parametrize("slice_index", range(len(SLICES)), ids=list(SLICES))
-def test_output(slice_index, channel_major):
-    _run_check("check_output", str(slice_index), str(channel_major), script=__file__)
+@pytest.mark.parametrize("slice_index, layout", OUTPUT_CASES,
+                         ids=[f"{list(SLICES)[s]}-{LAYOUTS[layout]}" for s, layout in OUTPUT_CASES])
+def test_output(slice_index, layout):
+    _run_check("check_output", str(slice_index), str(layout), script=__file__)
 
 
 @pytest.mark.parametrize("outgoing", [1, 0], ids=["outgoing", "incoming"])

@@ -16,12 +16,7 @@ from fastfold.kernels import (
     triton_softmax,
     triton_triangle,
 )
-from fastfold.kernels.triangle_multiplication import (
-    TriangleOutputWeights,
-    TriangleProjectionWeights,
-    triangle_output_torch,
-    triangle_projections_torch,
-)
+from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -194,8 +189,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 
 
 # --- triangle multiplicative update, stages 1 and 3 ------------------------------------------------------
-# The backward passes recompute the stage's PyTorch twin under ``torch.func.vjp`` from the saved inputs
-# (the forward keeps no intermediate): correct for every input, at the twin's speed and memory.
+# The forward ops keep no intermediate; the backward ops (Triton kernels plus cuBLAS for the weights'
+# gradients, see :mod:`fastfold.kernels.triton_triangle`) recompute each stage from its saved inputs.
 
 
 @torch.library.custom_op("fastfold::triangle_projections", mutates_args=())
@@ -210,6 +205,19 @@ def _(pair, mask, weights):
     return edge, torch.empty_like(edge), torch.empty_like(pair)
 
 
+@torch.library.custom_op("fastfold::triangle_projections_bwd", mutates_args=())
+def _triangle_projections_bwd(grad_left: Tensor, grad_right: Tensor, grad_gate: Tensor, pair: Tensor,
+                              mask: Tensor, weights: list[Tensor]) -> list[Tensor]:
+    grad_pair, grad_weights = triton_triangle.projections_backward(
+        grad_left, grad_right, grad_gate, pair, mask, TriangleProjectionWeights(*weights))
+    return [grad_pair, *grad_weights]
+
+
+@_triangle_projections_bwd.register_fake
+def _(grad_left, grad_right, grad_gate, pair, mask, weights):
+    return [pair.new_empty(pair.shape), *(torch.empty_like(w) for w in weights)]
+
+
 def _triangle_projections_setup(ctx, inputs, output):
     pair, mask, weights = inputs
     ctx.save_for_backward(pair, mask, *weights)
@@ -217,13 +225,8 @@ def _triangle_projections_setup(ctx, inputs, output):
 
 def _triangle_projections_backward(ctx, grad_left, grad_right, grad_gate):
     pair, mask, *weights = ctx.saved_tensors
-
-    def twin(pair, *weights):
-        left, right, gate = triangle_projections_torch(pair, mask, TriangleProjectionWeights(*weights))
-        return left.movedim(-1, -3), right.movedim(-1, -3), gate  # the op's channel-major edges
-
-    _, vjp = torch.func.vjp(twin, pair, *weights)
-    grad_pair, *grad_weights = vjp((grad_left, grad_right, grad_gate))
+    grads = _triangle_projections_bwd(grad_left, grad_right, grad_gate, pair, mask, weights)
+    grad_pair, *grad_weights = grads
     return grad_pair, None, grad_weights
 
 
@@ -247,6 +250,20 @@ def _(product, gate, weights):
     return product.new_empty(*product.shape[:-1], gate.shape[-1])
 
 
+@torch.library.custom_op("fastfold::triangle_output_bwd", mutates_args=())
+def _triangle_output_bwd(grad: Tensor, product: Tensor, gate: Tensor, weights: list[Tensor]) -> list[Tensor]:
+    grad_product, grad_gate, grad_weights = triton_triangle.output_backward(
+        grad, product, gate, TriangleOutputWeights(*weights))
+    return [grad_product, grad_gate, *grad_weights]
+
+
+@_triangle_output_bwd.register_fake
+def _(grad, product, gate, weights):
+    *lead, ni, nj, ci = product.shape
+    grad_weights = [torch.empty_like(w) for w in weights]
+    return [product.new_empty(*lead, ci, ni, nj), gate.new_empty(gate.shape), *grad_weights]
+
+
 def _triangle_output_setup(ctx, inputs, output):
     product, gate, weights = inputs
     ctx.save_for_backward(product, gate, *weights)
@@ -254,13 +271,8 @@ def _triangle_output_setup(ctx, inputs, output):
 
 def _triangle_output_backward(ctx, grad):
     product, gate, *weights = ctx.saved_tensors
-
-    def twin(product, gate, *weights):
-        return triangle_output_torch(product, gate, TriangleOutputWeights(*weights))
-
-    _, vjp = torch.func.vjp(twin, product, gate, *weights)
-    grad_product, grad_gate, *grad_weights = vjp(grad)
-    return grad_product, grad_gate, grad_weights
+    grad_product, grad_gate, *grad_weights = _triangle_output_bwd(grad, product, gate, weights)
+    return grad_product.movedim(-3, -1), grad_gate, grad_weights  # channel-major, as stage 2 consumes it
 
 
 _triangle_output.register_autograd(_triangle_output_backward, setup_context=_triangle_output_setup)

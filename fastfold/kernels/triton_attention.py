@@ -48,31 +48,43 @@ def store_tile(ptr, strides, z1, z2, z3, rows, cols, value, valid):
 
 
 @triton.jit
-def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, scale,
-            m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-            NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-            PRECISION: tl.constexpr):
-    """float32 logits tile [BQ, BK]: q k^T * scale, masked-key offset, then each bias; -inf past LK.
+def scaled_queries(q, scale):
+    """q * scale rounded to q's dtype, as the twin scales the queries before the product."""
+    return (q.to(tl.float32) * scale).to(q.dtype)
 
-    A mask that is the same for every query (``MASK_PER_KEY``) is read as one row of keys.
+
+@triton.jit
+def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK,
+                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                PRECISION: tl.constexpr):
+    """float32 logits tile [BQ, BK]: q k^T (q already scaled), masked-key offset, then each bias;
+    -inf past LK.
+
+    A mask that is the same for every query (``MASK_PER_KEY``) is read as one row of keys and added
+    as a per-key offset (0, -1e9, or -inf past LK): one addition per logit.
     """
-    s = tl.dot(q, k_t, input_precision=PRECISION) * scale
+    s = tl.dot(q, k_t, input_precision=PRECISION)
     k_valid = offs_k < LK
     valid = (offs_q < LQ)[:, None] & k_valid[None, :]
-    if HAS_MASK:
-        if MASK_PER_KEY:
-            keep = tl.load(m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k * m_st[4], mask=k_valid, other=0)
-            s = tl.where(keep[None, :] != 0, s, s - MASK_OFFSET)
-        else:
-            keep = load_tile(m_ptr, m_st, z1, z2, z3, offs_q, offs_k, valid)
-            s = tl.where(keep != 0, s, s - MASK_OFFSET)
+    if HAS_MASK and not MASK_PER_KEY:
+        keep = load_tile(m_ptr, m_st, z1, z2, z3, offs_q, offs_k, valid)
+        s = tl.where(keep != 0, s, s - MASK_OFFSET)
+    else:
+        offset = tl.where(k_valid, 0.0, float("-inf"))
+        if HAS_MASK:
+            keep = tl.load(m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k * m_st[4], mask=k_valid, other=1)
+            offset = tl.where(keep != 0, offset, -MASK_OFFSET)
+        s += offset[None, :]
     if NUM_BIAS >= 1:
         s += load_tile(b0_ptr, b0_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
     if NUM_BIAS >= 2:
         s += load_tile(b1_ptr, b1_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
     if NUM_BIAS >= 3:
         s += load_tile(b2_ptr, b2_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
-    return tl.where(k_valid[None, :], s, float("-inf"))
+    if HAS_MASK and not MASK_PER_KEY:
+        s = tl.where(k_valid[None, :], s, float("-inf"))
+    return s
 
 
 @triton.jit
@@ -99,6 +111,7 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     offs_cv = tl.arange(0, BLOCK_CV)
     q_valid = offs_q < LQ
     q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & (offs_c < C)[None, :])
+    q = scaled_queries(q, scale)
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_CV], tl.float32)
@@ -106,9 +119,9 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
         offs_k = start + tl.arange(0, BLOCK_K)
         k_valid = offs_k < LK
         k_t = load_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
-                    (offs_c < C)[:, None] & k_valid[None, :])
-        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, scale, m_ptr, m_st, b0_ptr, b0_st,
-                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
+                        (offs_c < C)[:, None] & k_valid[None, :])
+        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
@@ -134,20 +147,22 @@ def tiles(configs) -> list:
             for bq, bk, w, s in configs]
 
 
-# Autotuning set of the forward kernel for 16-bit operands on a GPU; the best is kept per problem size.
+# Autotuning set of the forward kernel on a GPU (16-bit operands, or float32 with TF32 products); the
+# best is kept per problem size.
 FWD_TILES = [(64, 64, 4, 2), (128, 64, 4, 3), (128, 128, 8, 2)]
 TUNE_KEY = ["LQ", "LK", "C", "CV"]
 _fwd_tuned = triton.autotune(configs=tiles(FWD_TILES), key=TUNE_KEY)(_fwd_kernel)
-FP32_TILES = (32, 32, 4, 2)  # float32 operands: exact dots, fixed tiles
+FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
 INTERPRETER_TILES = (16, 16)
 
 
 def launcher(q: torch.Tensor, kernel, tuned):
-    """(kernel to launch, fixed launch settings): the tuned kernel for 16-bit operands on a GPU, else the
-    plain one with fixed tiles (small ones under the interpreter, where tiles only cost time)."""
+    """(kernel to launch, fixed launch settings): the tuned kernel on a GPU for 16-bit operands or TF32
+    products, else the plain one with fixed tiles (small ones under the interpreter, where tiles only
+    cost time)."""
     if not q.is_cuda:
         return kernel, dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
-    if q.dtype == torch.float32 or tuned is None:
+    if tuned is None or dot_precision(q.dtype) == "ieee":
         bq, bk, warps, stages = FP32_TILES
         return kernel, dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return tuned, {}

@@ -34,6 +34,7 @@ from fastfold.kernels.triton_attention import (
     lead_offset,
     load_tile,
     logits_tile,
+    scaled_queries,
     split_pid,
     store_tile,
     tiles,
@@ -108,15 +109,15 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
         offs_q = start + tl.arange(0, BLOCK_Q)
         q_valid = offs_q < LQ
         q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
+        q = scaled_queries(q, scale)
         do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
-        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, scale, m_ptr, m_st, b0_ptr, b0_st,
+        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                         b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
         p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-    dk *= scale
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)  # q scaled: no c^-1/2 after
     store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, k_valid[:, None] & c_valid[None, :])
     store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, k_valid[:, None] & cv_valid[None, :])
 
@@ -144,6 +145,7 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     c_valid = offs_c < C
     cv_valid = offs_cv < CV
     q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
+    q = scaled_queries(q, scale)
     do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
     dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
     n_kb = tl.cdiv(LK, BLOCK_K)
@@ -153,7 +155,7 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
         k_valid = offs_k < LK
         k = load_tile(k_ptr, k_st, z1, z2, z3, offs_k, offs_c, k_valid[:, None] & c_valid[None, :])
         v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, k_valid[:, None] & cv_valid[None, :])
-        s = logits_tile(q, tl.trans(k), z1, z2, z3, offs_q, offs_k, LQ, LK, scale, m_ptr, m_st, b0_ptr, b0_st,
+        s = logits_tile(q, tl.trans(k), z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                         b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
         p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
