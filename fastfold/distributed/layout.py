@@ -45,6 +45,10 @@ class DapLayout:
     def num_shards(self) -> int:
         return self.mesh.dap_size
 
+    @property
+    def shard_index(self) -> int:
+        return self.mesh.dap_rank
+
     def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
         n = self.mesh.dap_size
         act = comm.pad_to_multiple(comm.pad_to_multiple(act, ROWS, n), COLUMNS, n)

@@ -29,8 +29,10 @@ from fastfold.kernels.softmax import softmax_torch
 from fastfold.kernels.triangle_multiplication import (
     TriangleOutputWeights,
     TriangleProjectionWeights,
+    join_product_blocks,
     triangle_output_torch,
     triangle_product,
+    triangle_product_block,
     triangle_projections_torch,
 )
 
@@ -127,5 +129,5 @@ def triangle_output(product: torch.Tensor, gate: torch.Tensor,
 
 
 __all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleOutputWeights", "TriangleProjectionWeights", "attention",
-           "kernel_setting", "layer_norm", "softmax", "triangle_output", "triangle_product",
-           "triangle_projections"]
+           "join_product_blocks", "kernel_setting", "layer_norm", "softmax", "triangle_output",
+           "triangle_product", "triangle_product_block", "triangle_projections"]

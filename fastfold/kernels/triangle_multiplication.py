@@ -7,13 +7,15 @@ The PyTorch twins of the fused kernels, and the only implementation of this math
 1. :func:`triangle_projections_torch`: input LayerNorm, gated and masked left and right edges, and the
    logits of the output gate (Algorithm 11 lines 1-3);
 2. :func:`triangle_product`: the edge combination ``ikc,jkc->ijc`` (outgoing) or ``kjc,kic->ijc``
-   (incoming), the sum of line 4, channel by channel an ``N x N`` matrix product;
+   (incoming), the sum of line 4, channel by channel an ``N x N`` matrix product (by blocks of ``right``
+   with :func:`triangle_product_block`, which DAP overlaps with the gathering of ``right``);
 3. :func:`triangle_output_torch`: centre LayerNorm, output projection and sigmoid gating (line 4).
 
 Every tensor between the stages is logically ``[*, N_i, N_j, channels]``; its memory layout is the
 producer's choice (the Triton stage 1 and the product write channel-major memory, read back through
-strides). Under DAP the module gathers ``right`` between stages 1 and 2, so ``N_i``, ``N_j`` need not be
-equal. Each stage works in the input's dtype with the LayerNorms in float32.
+strides). Under DAP the module gathers ``right`` (channel-major, by rank, never joined) while it forms
+the product's block of its own slice, so ``N_i``, ``N_j`` need not be equal. Each stage works in the
+input's dtype with the LayerNorms in float32.
 """
 
 from typing import NamedTuple
@@ -88,8 +90,9 @@ def triangle_projections_torch(pair: torch.Tensor, mask: torch.Tensor,
     return left, right, _linear(act, w.gating_w, w.gating_b)  # line 3, before the sigmoid
 
 
-def triangle_product(left: torch.Tensor, right: torch.Tensor, outgoing: bool) -> torch.Tensor:
-    """Stage 2, line 4's sum: ``ikc,jkc->ijc`` (outgoing, Algorithm 11) or ``kjc,kic->ijc`` (Algorithm 12).
+def triangle_product_block(left: torch.Tensor, right: torch.Tensor, outgoing: bool) -> torch.Tensor:
+    """Stage 2 for one slice of ``right``: the columns (outgoing) or rows (incoming) of line 4's sum that
+    it gives, channel-major.
 
     One batched matrix product per channel on channel-major views (cuBLAS on a GPU); channel-major inputs,
     as the Triton stage 1 writes them, are not copied.
@@ -99,20 +102,35 @@ def triangle_product(left: torch.Tensor, right: torch.Tensor, outgoing: bool) ->
     left : torch.Tensor
         ``[*, N_i, K, c]`` (outgoing) or ``[*, K, N_j, c]`` (incoming).
     right : torch.Tensor
-        ``[*, N_j, K, c]`` (outgoing) or ``[*, K, N_i, c]`` (incoming).
+        A slice ``[*, n_j, K, c]`` of the outgoing ``right`` ``[*, N_j, K, c]``, or a slice ``[*, K, n_i, c]``
+        of the incoming ``right`` ``[*, K, N_i, c]``.
     outgoing : bool
 
     Returns
     -------
     torch.Tensor
-        ``[*, N_i, N_j, c]``, a view of channel-major memory.
+        ``ikc,jkc->cij`` ``[*, c, N_i, n_j]`` (outgoing) or ``kjc,kic->cij`` ``[*, c, n_i, N_j]`` (incoming).
     """
     left_cm, right_cm = left.movedim(-1, -3), right.movedim(-1, -3)  # [*, c, ., .]
     if outgoing:
-        product = left_cm @ right_cm.transpose(-1, -2)  # [*, c, N_i, N_j]
-    else:
-        product = right_cm.transpose(-1, -2) @ left_cm
-    return product.movedim(-3, -1)  # [*, N_i, N_j, c]
+        return left_cm @ right_cm.transpose(-1, -2)
+    return right_cm.transpose(-1, -2) @ left_cm
+
+
+def join_product_blocks(blocks: list, outgoing: bool) -> torch.Tensor:
+    """The product ``[*, N_i, N_j, c]`` (a view of channel-major memory) from the blocks of
+    :func:`triangle_product_block` for consecutive slices of ``right``, in order."""
+    product = blocks[0] if len(blocks) == 1 else torch.cat(blocks, -1 if outgoing else -2)
+    return product.movedim(-3, -1)
+
+
+def triangle_product(left: torch.Tensor, right: torch.Tensor, outgoing: bool) -> torch.Tensor:
+    """Stage 2, line 4's sum: ``ikc,jkc->ijc`` (outgoing, Algorithm 11) or ``kjc,kic->ijc`` (Algorithm 12).
+
+    left ``[*, N_i, K, c]`` / ``[*, K, N_j, c]``, right ``[*, N_j, K, c]`` / ``[*, K, N_i, c]`` (outgoing /
+    incoming) -> ``[*, N_i, N_j, c]``, a view of channel-major memory (see :func:`triangle_product_block`).
+    """
+    return join_product_blocks([triangle_product_block(left, right, outgoing)], outgoing)
 
 
 def triangle_output_torch(product: torch.Tensor, gate: torch.Tensor,

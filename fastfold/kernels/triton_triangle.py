@@ -239,7 +239,7 @@ def _output_bwd_kernel(p_ptr, g_ptr, do_ptr, c_w, c_b, wo, bo, centred_ptr, dpro
 
 # Launch settings on a GPU (BLOCK_N: channels per chunk); the interpreter takes 16 for every BLOCK_*.
 GPU_PROJECT = dict(BLOCK_M=64, num_warps=4)
-GPU_PROJECT_BWD = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8)
+GPU_PROJECT_BWD = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=1)  # pipelined: over shared memory
 GPU_OUTPUT = dict(BLOCK_M=64, num_warps=8)
 GPU_OUTPUT_BWD = dict(BLOCK_M=64, num_warps=8)
 

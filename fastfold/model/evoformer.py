@@ -184,9 +184,10 @@ class TriangleMultiplication(nn.Module):
         """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z].
 
         Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` (outgoing) or
-        column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. The right
-        projection is gathered between the fused projections (which compute both edges at once) and
-        the product.
+        column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. ``right`` is gathered
+        between the fused projections (which compute both edges at once) and the product, in its
+        channel-major memory, one piece per rank (never joined): the product's block of this rank's
+        own slice overlaps the gathering, the other blocks follow it.
         """
         linears = (self.left_projection, self.right_projection, self.left_gate, self.right_gate,
                    self.gating_linear)
@@ -197,10 +198,17 @@ class TriangleMultiplication(nn.Module):
             self.center_layer_norm.scale, self.center_layer_norm.offset, self.output_projection.weights,
             self.output_projection.bias)
         mask = self.layout.shard(pair_mask, self.sharded_dim + 1)
-        left, right, gate = kernels.triangle_projections(pair, mask, weights_in)  # lines 1-3, [*, N, N, c]
-        pending = self.layout.start_gather(right, self.sharded_dim)
-        right = self.layout.wait(pending)
-        product = kernels.triangle_product(left, right, self.outgoing)  # line 4's sum, [*, N_res, N_res, c]
+        left, right, gate = kernels.triangle_projections(pair, mask, weights_in)  # lines 1-3, [*, ., ., c]
+        right_cm = right.movedim(-1, -3)  # [*, c, ., .]: the memory order of the Triton stage 1
+        pending = self.layout.start_gather(right_cm.unsqueeze(0), 0)  # -> [n, *, c, ., .], rank by rank
+        own = self.layout.shard_index
+        blocks = {own: kernels.triangle_product_block(left, right, self.outgoing)}  # overlaps the gather
+        pieces = self.layout.wait(pending)
+        for rank in range(pieces.shape[0]):
+            if rank != own:
+                piece = pieces[rank].movedim(-3, -1)  # [*, ., ., c]
+                blocks[rank] = kernels.triangle_product_block(left, piece, self.outgoing)
+        product = kernels.join_product_blocks([blocks[r] for r in sorted(blocks)], self.outgoing)  # line 4
         return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
 
 

@@ -35,6 +35,7 @@ class AxialLayout:
     """
 
     num_shards = 1  # n: the number of slices of every sharded activation
+    shard_index = 0  # which slice this process holds
 
     def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
         """Pad and slice an activation for the stack.
