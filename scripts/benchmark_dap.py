@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--num-seq", type=int, default=128)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--subbatch", type=int, default=32)
+    parser.add_argument("--subbatch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile-size", type=int, default=1024)
     parser.add_argument("--profile-train-size", type=int, default=0, help="also profile a training step")

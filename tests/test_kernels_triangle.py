@@ -66,6 +66,13 @@ def check_projections(slice_index: int) -> None:
 
     _compare_outputs(run(kernels.triangle_projections), run(triangle_projections_torch), inputs,
                      ["pair", *kernels.TriangleProjectionWeights._fields])
+    with torch.no_grad():  # each part alone (one launch computing only it) is the same as all at once
+        weights = kernels.TriangleProjectionWeights(*inputs[1:])
+        whole = kernels.triangle_projections(inputs[0], mask, weights)
+        for parts in [("right",), ("left", "gate"), ("gate",)]:
+            got = kernels.triangle_projection_parts(inputs[0], mask, weights, parts)
+            for part, tensor in zip(parts, got, strict=True):
+                assert torch.equal(tensor, whole[("left", "right", "gate").index(part)]), parts
 
 
 def check_output(slice_index: int, layout: int) -> None:
@@ -162,8 +169,12 @@ def test_product_is_the_equation(outgoing):
         left, right, equation = torch.randn(2, 7, 13, C), torch.randn(2, 13, 13, C), "...ikc,...jkc->...ijc"
     else:  # left [*, k, j, c] local columns, right [*, k, i, c] gathered
         left, right, equation = torch.randn(2, 13, 7, C), torch.randn(2, 13, 13, C), "...kjc,...kic->...ijc"
+    want = torch.einsum(equation, left, right)
     got = kernels.triangle_product(left, right, outgoing)
-    torch.testing.assert_close(got, torch.einsum(equation, left, right), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    sliced = -3 if outgoing else -2  # right by pieces, as DAP gathers it (two ranks of 6 and 7)
+    blocks = [kernels.triangle_product_block(left, piece, outgoing) for piece in right.split([6, 7], sliced)]
+    torch.testing.assert_close(kernels.join_product_blocks(blocks, outgoing), want, rtol=1e-5, atol=1e-5)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,24 @@ def triangle_projections(pair: torch.Tensor, mask: torch.Tensor, weights: Triang
     return triangle_projections_torch(pair, mask, weights)
 
 
+def triangle_projection_parts(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleProjectionWeights,
+                              parts: tuple) -> tuple:
+    """The ``parts`` (names among "left", "right", "gate") of :func:`triangle_projections`, in that order.
+
+    Without a gradient to compute, the Triton kernel computes only those (DAP inference starts gathering
+    ``right`` before ``left`` and the gate exist); otherwise all three are computed, the others dropped.
+    """
+    if _use_triton(pair) and not torch.is_grad_enabled():
+        from fastfold.kernels import triton_triangle
+        left, right, gate = triton_triangle.projections_forward(
+            pair, mask, TriangleProjectionWeights(*(t.contiguous() for t in weights)), parts)
+        left, right = (t.movedim(-3, -1) if t is not None else None for t in (left, right))
+    else:
+        left, right, gate = triangle_projections(pair, mask, weights)
+    named = dict(left=left, right=right, gate=gate)
+    return tuple(named[part] for part in parts)
+
+
 def triangle_output(product: torch.Tensor, gate: torch.Tensor,
                     weights: TriangleOutputWeights) -> torch.Tensor:
     """Triangle update stage 3 (Algorithm 11 line 4); see :func:`triangle_output_torch`.
@@ -130,4 +148,4 @@ def triangle_output(product: torch.Tensor, gate: torch.Tensor,
 
 __all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleOutputWeights", "TriangleProjectionWeights", "attention",
            "join_product_blocks", "kernel_setting", "layer_norm", "softmax", "triangle_output",
-           "triangle_product", "triangle_product_block", "triangle_projections"]
+           "triangle_product", "triangle_product_block", "triangle_projection_parts", "triangle_projections"]

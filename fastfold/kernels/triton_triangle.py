@@ -111,8 +111,8 @@ def _channel_major(rows, nn, cols, n_cols):
 @triton.jit
 def _projections_kernel(x_ptr, m_ptr, ln_w, ln_b, wl, bl, wr, br, wlg, blg, wrg, brg, wg, bg,
                         left_ptr, right_ptr, gate_ptr, M, NN, CZ, CI, EDGE_BLOCKS, eps,
-                        BLOCK_M: tl.constexpr, BLOCK_CZ: tl.constexpr, BLOCK_N: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        LEFT: tl.constexpr, RIGHT: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_CZ: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     block = tl.program_id(1)
     cz = tl.arange(0, BLOCK_CZ)
@@ -122,14 +122,16 @@ def _projections_kernel(x_ptr, m_ptr, ln_w, ln_b, wl, bl, wr, br, wlg, blg, wrg,
     if block < EDGE_BLOCKS:  # gated, masked edges (line 2), stored channel-major [B, c, N_i * N_j]
         ci = block * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = tl.load(m_ptr + rows, mask=rows < M, other=0.0).to(tl.float32)[:, None]
-        left = mask * _affine(act, wl, bl, cz, CZ, ci, CI, PRECISION) * \
-            tl.sigmoid(_affine(act, wlg, blg, cz, CZ, ci, CI, PRECISION))
-        right = mask * _affine(act, wr, br, cz, CZ, ci, CI, PRECISION) * \
-            tl.sigmoid(_affine(act, wrg, brg, cz, CZ, ci, CI, PRECISION))
         offsets = _channel_major(rows, NN, ci, CI)
         valid = (rows < M)[:, None] & (ci < CI)[None, :]
-        tl.store(left_ptr + offsets, left.to(left_ptr.dtype.element_ty), mask=valid)
-        tl.store(right_ptr + offsets, right.to(right_ptr.dtype.element_ty), mask=valid)
+        if LEFT:
+            left = mask * _affine(act, wl, bl, cz, CZ, ci, CI, PRECISION) * \
+                tl.sigmoid(_affine(act, wlg, blg, cz, CZ, ci, CI, PRECISION))
+            tl.store(left_ptr + offsets, left.to(left_ptr.dtype.element_ty), mask=valid)
+        if RIGHT:
+            right = mask * _affine(act, wr, br, cz, CZ, ci, CI, PRECISION) * \
+                tl.sigmoid(_affine(act, wrg, brg, cz, CZ, ci, CI, PRECISION))
+            tl.store(right_ptr + offsets, right.to(right_ptr.dtype.element_ty), mask=valid)
     else:  # the output gate's logits (line 3), position-major [M, C_z]
         cols = (block - EDGE_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
         _store_rows(gate_ptr, _affine(act, wg, bg, cz, CZ, cols, CZ, PRECISION), rows, M, cols, CZ, CZ)
@@ -274,26 +276,35 @@ def _like(grads, weights) -> list:
     return [torch.empty_like(w).copy_(g) for g, w in zip(grads, weights, strict=True)]
 
 
-def projections_forward(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleProjectionWeights) -> tuple:
+PARTS = ("left", "right", "gate")
+
+
+def projections_forward(pair: torch.Tensor, mask: torch.Tensor, weights: TriangleProjectionWeights,
+                        parts: tuple = PARTS) -> tuple:
     """Fused stage 1; as :func:`~fastfold.kernels.triangle_multiplication.triangle_projections_torch`.
 
     pair [*, N_i, N_j, C_z], mask broadcastable to [*, N_i, N_j] -> (left, right channel-major
-    ``[*, c, N_i, N_j]``, gate logits ``[*, N_i, N_j, C_z]``), in pair's dtype.
+    ``[*, c, N_i, N_j]``, gate logits ``[*, N_i, N_j, C_z]``), in pair's dtype; only the ``parts`` named
+    are computed (one launch), the others are None.
     """
     *lead, ni, nj, cz = pair.shape
     ci = weights.left_w.shape[-1]
     x = pair.contiguous().view(-1, cz)  # [M, C_z], M = B * N_i * N_j
-    left = pair.new_empty(*lead, ci, ni, nj)
-    right = torch.empty_like(left)
-    gate = torch.empty_like(x)
+    left = pair.new_empty(*lead, ci, ni, nj) if "left" in parts else None
+    right = pair.new_empty(*lead, ci, ni, nj) if "right" in parts else None
+    gate = torch.empty_like(x) if "gate" in parts else None
     block_n = min(64, _width(max(ci, cz)))
-    edge_blocks = triton.cdiv(ci, block_n)
+    edge_blocks = triton.cdiv(ci, block_n) if left is not None or right is not None else 0
     cfg = _launch(pair, GPU_PROJECT)
-    grid = (triton.cdiv(x.shape[0], cfg["BLOCK_M"]), edge_blocks + triton.cdiv(cz, block_n))
+    gate_blocks = triton.cdiv(cz, block_n) if gate is not None else 0
+    grid = (triton.cdiv(x.shape[0], cfg["BLOCK_M"]), edge_blocks + gate_blocks)
+    scratch = next(t for t in (left, right, gate) if t is not None)  # a pointer for the outputs not made
     _projections_kernel[grid](
-        x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype), left, right, gate, x.shape[0],
-        ni * nj, cz, ci, edge_blocks, EPS, BLOCK_CZ=_width(cz), BLOCK_N=block_n, **cfg)
-    return left, right, gate.view(pair.shape)
+        x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype), *(
+            t if t is not None else scratch for t in (left, right, gate)), x.shape[0],
+        ni * nj, cz, ci, edge_blocks, EPS, LEFT=left is not None, RIGHT=right is not None,
+        BLOCK_CZ=_width(cz), BLOCK_N=block_n, **cfg)
+    return left, right, gate.view(pair.shape) if gate is not None else None
 
 
 def projections_backward(grad_left: torch.Tensor, grad_right: torch.Tensor, grad_gate: torch.Tensor,

@@ -187,7 +187,8 @@ class TriangleMultiplication(nn.Module):
         column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. ``right`` is gathered
         between the fused projections (which compute both edges at once) and the product, in its
         channel-major memory, one piece per rank (never joined): the product's block of this rank's
-        own slice overlaps the gathering, the other blocks follow it.
+        own slice overlaps the gathering (in inference also the left edge and the gate), the other
+        blocks follow it.
         """
         linears = (self.left_projection, self.right_projection, self.left_gate, self.right_gate,
                    self.gating_linear)
@@ -198,9 +199,15 @@ class TriangleMultiplication(nn.Module):
             self.center_layer_norm.scale, self.center_layer_norm.offset, self.output_projection.weights,
             self.output_projection.bias)
         mask = self.layout.shard(pair_mask, self.sharded_dim + 1)
-        left, right, gate = kernels.triangle_projections(pair, mask, weights_in)  # lines 1-3, [*, ., ., c]
-        right_cm = right.movedim(-1, -3)  # [*, c, ., .]: the memory order of the Triton stage 1
-        pending = self.layout.start_gather(right_cm.unsqueeze(0), 0)  # -> [n, *, c, ., .], rank by rank
+        # lines 1-3, [*, ., ., c]; in DAP inference right comes first, so that left and the gate overlap
+        # its gathering too
+        if self.layout.num_shards > 1 and not torch.is_grad_enabled():
+            (right,) = kernels.triangle_projection_parts(pair, mask, weights_in, ("right",))
+            pending = self._start_gather(right)
+            left, gate = kernels.triangle_projection_parts(pair, mask, weights_in, ("left", "gate"))
+        else:
+            left, right, gate = kernels.triangle_projections(pair, mask, weights_in)
+            pending = self._start_gather(right)
         own = self.layout.shard_index
         blocks = {own: kernels.triangle_product_block(left, right, self.outgoing)}  # overlaps the gather
         pieces = self.layout.wait(pending)
@@ -210,6 +217,11 @@ class TriangleMultiplication(nn.Module):
                 blocks[rank] = kernels.triangle_product_block(left, piece, self.outgoing)
         product = kernels.join_product_blocks([blocks[r] for r in sorted(blocks)], self.outgoing)  # line 4
         return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
+
+    def _start_gather(self, right: torch.Tensor):
+        """Start gathering ``right`` [*, ., ., c] in its channel-major memory order (the Triton stage 1's),
+        one piece per rank: the wait gives ``[n, *, c, ., .]``."""
+        return self.layout.start_gather(right.movedim(-1, -3).unsqueeze(0), 0)
 
 
 def add_pair_update_modules(block: nn.Module, config, global_config, pair_dim: int) -> None:
