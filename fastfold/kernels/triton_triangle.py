@@ -194,17 +194,25 @@ def _projections_bwd_kernel(x_ptr, m_ptr, dl_ptr, dr_ptr, dg_ptr, ln_w, ln_b, wl
 
 
 @triton.jit
+def _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b, eps):
+    """The product's tile [BM, c] read through its (batch, channel, position) strides, and its centre
+    LayerNorm: (normalised float32, 1 / std [BM], the LayerNorm's output in the product's dtype)."""
+    batch, pos = rows // NN, rows % NN
+    product = tl.load(p_ptr + batch[:, None] * stride_pb + ci[None, :] * stride_pc + pos[:, None] * stride_pp,
+                      mask=(rows < M)[:, None] & (ci < CI)[None, :], other=0.0)
+    xhat, rstd = _normalise(product.to(tl.float32), ci, CI, eps)
+    return xhat, rstd, _scale_shift(xhat, c_w, c_b, ci, CI).to(product.dtype)
+
+
+@triton.jit
 def _output_kernel(p_ptr, g_ptr, c_w, c_b, wo, bo, out_ptr, M, NN, CZ, CI, stride_pb, stride_pc, stride_pp,
                    eps, BLOCK_M: tl.constexpr, BLOCK_CZ: tl.constexpr, BLOCK_CI: tl.constexpr,
                    PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ci = tl.arange(0, BLOCK_CI)
     cz = tl.arange(0, BLOCK_CZ)
-    batch, pos = rows // NN, rows % NN
-    product = tl.load(p_ptr + batch[:, None] * stride_pb + ci[None, :] * stride_pc + pos[:, None] * stride_pp,
-                      mask=(rows < M)[:, None] & (ci < CI)[None, :], other=0.0)  # [BM, c]
-    xhat, _ = _normalise(product.to(tl.float32), ci, CI, eps)
-    centred = _scale_shift(xhat, c_w, c_b, ci, CI).to(product.dtype)
+    _, _, centred = _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b,
+                                     eps)
     proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION)  # [BM, C_z], line 4
     gate = _load_rows(g_ptr, rows, M, cz, CZ, CZ).to(tl.float32)
     _store_rows(out_ptr, proj * tl.sigmoid(gate), rows, M, cz, CZ, CZ)
@@ -217,11 +225,8 @@ def _output_bwd_kernel(p_ptr, g_ptr, do_ptr, c_w, c_b, wo, bo, centred_ptr, dpro
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ci = tl.arange(0, BLOCK_CI)
     cz = tl.arange(0, BLOCK_CZ)
-    batch, pos = rows // NN, rows % NN
-    product = tl.load(p_ptr + batch[:, None] * stride_pb + ci[None, :] * stride_pc + pos[:, None] * stride_pp,
-                      mask=(rows < M)[:, None] & (ci < CI)[None, :], other=0.0)  # [BM, c]
-    xhat, rstd = _normalise(product.to(tl.float32), ci, CI, eps)
-    centred = _scale_shift(xhat, c_w, c_b, ci, CI).to(product.dtype)
+    xhat, rstd, centred = _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp,
+                                           c_w, c_b, eps)
     _store_rows(centred_ptr, centred, rows, M, ci, CI, CI)
     proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION)  # [BM, C_z], line 4
     sig = tl.sigmoid(_load_rows(g_ptr, rows, M, cz, CZ, CZ).to(tl.float32))
@@ -229,7 +234,7 @@ def _output_bwd_kernel(p_ptr, g_ptr, do_ptr, c_w, c_b, wo, bo, centred_ptr, dpro
     dproj = dout * sig
     _store_rows(dg_ptr, dout * proj * sig * (1.0 - sig), rows, M, cz, CZ, CZ)
     _store_rows(dproj_ptr, dproj, rows, M, cz, CZ, CZ)
-    dcentred = _affine_grad(dproj.to(product.dtype), wo, cz, CZ, ci, CI, PRECISION)  # [BM, c]
+    dcentred = _affine_grad(dproj.to(centred.dtype), wo, cz, CZ, ci, CI, PRECISION)  # [BM, c]
     dp = _layer_norm_grad(dcentred, xhat, rstd, c_w, ci, CI)
     tl.store(dp_ptr + _channel_major(rows, NN, ci, CI), dp.to(dp_ptr.dtype.element_ty),
              mask=(rows < M)[:, None] & (ci < CI)[None, :])
