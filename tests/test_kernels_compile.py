@@ -1,0 +1,54 @@
+"""The triangle update's Triton kernels compile for an H100 (sm_90) within its shared memory, on CPU.
+
+Triton compiles for a named GPU target without a GPU, so CI catches launch settings whose software
+pipelining or tiles need more shared memory than a Hopper SM has (the stage-1 backward once asked for
+656 KiB in float32). Each kernel is compiled with the settings its wrapper uses on a GPU for the model's
+largest case (C_z = c = 128), for 16-bit and float32 operands (float32 with exact products, the
+largest tiles in shared memory). The GPU machines run an older Triton than CI, whose pipeliner can
+differ; the GPU tests (`pytest -m gpu`) remain the check of the kernels themselves.
+"""
+
+import pytest
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from fastfold.kernels import triton_triangle
+
+HOPPER = GPUTarget("cuda", 90, 32)
+SHARED_MEMORY = 232448  # bytes per block on an H100 (227 KiB)
+VECTORS = {"ln_w", "ln_b", "bl", "br", "blg", "brg", "bg", "c_w", "c_b", "bo", "sums_ptr"}  # float32
+CZ = C = 128
+
+KERNELS = {  # kernel -> (GPU launch settings, its other block sizes)
+    "_projections_kernel": (triton_triangle.GPU_PROJECT,
+                            dict(BLOCK_CZ=CZ, BLOCK_N=64, LEFT=True, RIGHT=True)),
+    "_projections_bwd_kernel": (triton_triangle.GPU_PROJECT_BWD, dict(BLOCK_CZ=CZ)),
+    "_output_kernel": (triton_triangle.GPU_OUTPUT, dict(BLOCK_CZ=CZ, BLOCK_CI=C)),
+    "_output_bwd_kernel": (triton_triangle.GPU_OUTPUT_BWD, dict(BLOCK_CZ=CZ, BLOCK_CI=C)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_triangle_kernel_fits_hopper_shared_memory(name, dtype):
+    fn = getattr(triton_triangle, name)
+    settings, blocks = KERNELS[name]
+    options = {k: v for k, v in settings.items() if k in ("num_warps", "num_stages")}
+    constants = {**{k: v for k, v in settings.items() if k.startswith("BLOCK_")}, **blocks,
+                 "PRECISION": "ieee" if dtype == "fp32" else None}
+    signature = {}
+    for arg in fn.arg_names:
+        if arg in constants:
+            signature[arg] = "constexpr"
+        elif arg in VECTORS:
+            signature[arg] = "*fp32"
+        elif arg.endswith("_ptr") or arg.startswith("w"):
+            signature[arg] = f"*{dtype}"
+        else:
+            signature[arg] = "fp32" if arg == "eps" else "i32"
+    source = ASTSource(fn=fn, signature=signature,
+                       constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()})
+    compiled = triton.compile(source, target=HOPPER, options=options)
+    assert compiled.metadata.shared <= SHARED_MEMORY, \
+        f"{name} ({dtype}) needs {compiled.metadata.shared} bytes of shared memory"
