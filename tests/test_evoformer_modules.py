@@ -366,3 +366,22 @@ def test_leading_batch_dimension_and_bfloat16(config, inputs):
     for ours, reference in zip(module(*(arg.bfloat16() for arg in args)), module(*args), strict=True):
         assert ours.dtype == torch.bfloat16
         assert (ours.float() - reference).abs().max() <= 0.03 * reference.abs().max()
+
+
+def test_kernel_setting_from_the_config_and_the_environment(monkeypatch):
+    """The model's config sets the process default; FASTFOLD_KERNEL, when set, wins over it."""
+    from fastfold.config import model_config
+    from fastfold.model.alphafold import AlphaFold
+
+    monkeypatch.delenv(kernels.KERNEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(kernels, "_default", kernels.Kernel.AUTO)
+    config = model_config("model_1").model
+    config.global_config.kernel = "torch"
+    config.embeddings_and_evoformer.evoformer_num_block = 1
+    config.embeddings_and_evoformer.extra_msa_stack_num_block = 1
+    AlphaFold(config)
+    assert kernels.kernel_setting() is kernels.Kernel.TORCH
+    monkeypatch.setenv(kernels.KERNEL_ENV_VAR, "auto")
+    assert kernels.kernel_setting() is kernels.Kernel.AUTO
+    with pytest.raises(ValueError, match="expected one of auto, triton, torch"):
+        kernels.set_default_kernel("cuda")

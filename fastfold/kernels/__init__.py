@@ -6,11 +6,12 @@ tensors and its plain PyTorch twin elsewhere. The Triton kernels (``triton_*.py`
 stays an optional dependency.
 
 Which implementation runs is one setting, :class:`Kernel` (``auto``, ``triton`` or ``torch``),
-read from the environment variable ``FASTFOLD_KERNEL`` at every call (so a test or a run can
-change it without re-importing anything). ``auto`` picks Triton on CUDA tensors where a kernel
-exists and PyTorch elsewhere; ``triton`` runs the Triton kernel on any tensor (on CPU tensors this
-needs ``TRITON_INTERPRET=1``, which is how CI tests the kernels) and fails loudly rather than falling
-back silently.
+read at every call (so a test or a run can change it without re-importing anything): the environment
+variable ``FASTFOLD_KERNEL`` when it is set, else the process default that :func:`set_default_kernel`
+sets (the model sets it from its config, ``model.global_config.kernel``), else ``auto``. ``auto``
+picks Triton on CUDA tensors where a kernel exists and PyTorch elsewhere; ``triton`` runs the Triton
+kernel on any tensor (on CPU tensors this needs ``TRITON_INTERPRET=1``, which is how CI tests the
+kernels) and fails loudly rather than falling back silently.
 
 The triangle multiplicative update is three entry points, so that a DAP hook can gather ``right``
 between them: :func:`triangle_projections` and :func:`triangle_output` dispatch as above;
@@ -47,14 +48,28 @@ class Kernel(enum.StrEnum):
     TORCH = "torch"
 
 
-def kernel_setting() -> Kernel:
-    """The current setting, from ``FASTFOLD_KERNEL`` (default ``auto``), read at call time."""
-    value = os.environ.get(KERNEL_ENV_VAR, Kernel.AUTO.value).strip().lower()
+_default = Kernel.AUTO
+
+
+def _parse(value: str, source: str) -> Kernel:
     try:
-        return Kernel(value)
+        return Kernel(value.strip().lower())
     except ValueError:
         choices = ", ".join(kind.value for kind in Kernel)
-        raise ValueError(f"{KERNEL_ENV_VAR}={value!r}: expected one of {choices}") from None
+        raise ValueError(f"{source}={value!r}: expected one of {choices}") from None
+
+
+def set_default_kernel(value: str) -> None:
+    """Set the process's default setting (``auto``, ``triton`` or ``torch``); ``FASTFOLD_KERNEL``, when
+    set, still wins."""
+    global _default
+    _default = _parse(value, "kernel")
+
+
+def kernel_setting() -> Kernel:
+    """The current setting: ``FASTFOLD_KERNEL`` if set, else the process default; read at call time."""
+    value = os.environ.get(KERNEL_ENV_VAR)
+    return _default if value is None else _parse(value, KERNEL_ENV_VAR)
 
 
 def _use_triton(x: torch.Tensor) -> bool:
@@ -147,5 +162,6 @@ def triangle_output(product: torch.Tensor, gate: torch.Tensor,
 
 
 __all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleOutputWeights", "TriangleProjectionWeights", "attention",
-           "join_product_blocks", "kernel_setting", "layer_norm", "softmax", "triangle_output",
-           "triangle_product", "triangle_product_block", "triangle_projection_parts", "triangle_projections"]
+           "join_product_blocks", "kernel_setting", "layer_norm", "set_default_kernel", "softmax",
+           "triangle_output", "triangle_product", "triangle_product_block", "triangle_projection_parts",
+           "triangle_projections"]

@@ -9,6 +9,7 @@ import os
 import torch
 from torch import nn
 
+from fastfold import kernels
 from fastfold.model import heads
 from fastfold.model.embedders import (
     ExtraMsaEmbedder,
@@ -196,12 +197,15 @@ class AlphaFold(nn.Module):
     Parameters
     ----------
     config : ConfigDict
-        AlphaFold's ``model`` node (``fastfold.config.model_config(name).model``).
+        AlphaFold's ``model`` node (``fastfold.config.model_config(name).model``). Its
+        ``global_config.kernel`` (``auto``, ``triton``, ``torch``) becomes the process's default kernel
+        setting (:func:`fastfold.kernels.set_default_kernel`); ``FASTFOLD_KERNEL`` overrides it.
     """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
+        kernels.set_default_kernel(config.global_config.get("kernel", kernels.Kernel.AUTO.value))
         self.alphafold_iteration = AlphaFoldIteration(config, config.global_config)
 
     def forward(self, batch: dict, num_recycle: int = None, return_representations: bool = False) -> dict:
