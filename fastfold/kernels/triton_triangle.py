@@ -4,6 +4,8 @@ Stage 1, ``_projections_kernel`` (per block of pair positions and of output chan
 LayerNorm, the four edge projections ``a W_l, a W_lg, a W_r, a W_rg`` as tile products, the sigmoid gates
 and the pair mask, writing the gated left and right edges channel-major, ``[*, c, N_i, N_j]``; programs
 past the edge channels compute the output gate's logits ``a W_g + b_g`` ``[*, N_i, N_j, C_z]`` instead.
+A launch may compute a subset (``LEFT``, ``RIGHT``, gate programs or not): DAP inference computes
+``right`` first and gathers it while a second launch computes the rest.
 Stage 2 (:func:`fastfold.kernels.triangle_multiplication.triangle_product`) is cuBLAS on that layout.
 Stage 3, ``_output_kernel`` (per block of pair positions): reads the product through its strides (channel-
 major from stage 2), applies the centre LayerNorm and the output projection, and writes
