@@ -48,8 +48,10 @@ def store_tile(ptr, strides, z1, z2, z3, rows, cols, value, valid):
 
 
 @triton.jit
-def scaled_queries(q, scale):
-    """q * scale rounded to q's dtype, as the twin scales the queries before the product."""
+def query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale):
+    """The queries' tile [BQ, BC] (zeros outside LQ x C) times ``scale``, rounded to q's dtype, as the
+    twin scales the queries before the product."""
+    q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, (offs_q < LQ)[:, None] & (offs_c < C)[None, :])
     return (q.to(tl.float32) * scale).to(q.dtype)
 
 
@@ -110,8 +112,7 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
     q_valid = offs_q < LQ
-    q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & (offs_c < C)[None, :])
-    q = scaled_queries(q, scale)
+    q = query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale)
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_CV], tl.float32)

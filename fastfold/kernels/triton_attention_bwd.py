@@ -34,7 +34,7 @@ from fastfold.kernels.triton_attention import (
     lead_offset,
     load_tile,
     logits_tile,
-    scaled_queries,
+    query_tile,
     split_pid,
     store_tile,
     tiles,
@@ -108,8 +108,7 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
     for start in range(0, LQ, BLOCK_Q):
         offs_q = start + tl.arange(0, BLOCK_Q)
         q_valid = offs_q < LQ
-        q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
-        q = scaled_queries(q, scale)
+        q = query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale)
         do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
         s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                         b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
@@ -144,8 +143,7 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     q_valid = offs_q < LQ
     c_valid = offs_c < C
     cv_valid = offs_cv < CV
-    q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, q_valid[:, None] & c_valid[None, :])
-    q = scaled_queries(q, scale)
+    q = query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale)
     do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, q_valid[:, None] & cv_valid[None, :])
     dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
     n_kb = tl.cdiv(LK, BLOCK_K)
