@@ -48,14 +48,15 @@ def _leaf(*shape):
     return torch.randn(*shape, dtype=torch.float32, requires_grad=True)
 
 
-def check_attention_msa_row(c: int) -> None:
-    """MSA-row-like: pair bias broadcast over rows, a bias broadcast over heads, key mask, gate."""
+def check_attention_msa_row(c: int, n: int) -> None:
+    """MSA-row-like: pair bias broadcast over rows, a bias broadcast over heads, key mask, gate; ``n`` keys
+    (a multiple of the interpreter's 16-key tiles or not: the full-tile code and the bounds-checked one)."""
     import torch
 
     from fastfold import kernels
     from fastfold.kernels.attention import attention_torch
 
-    rows, heads, n = 3, 2, 19
+    rows, heads = 3, 2
     q, k, v, gate = _leaf(1, rows, heads, n, c), _leaf(1, rows, heads, n, c), _leaf(1, rows, heads, n, c), \
         _leaf(1, rows, heads, n, c)
     pair_bias, row_bias = _leaf(1, 1, heads, n, n), _leaf(1, rows, 1, n, n)
@@ -135,9 +136,9 @@ def _run_check(name: str, *args: str, script: str = __file__) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-@pytest.mark.parametrize("c", [8, 16])
-def test_attention_msa_row(c):
-    _run_check("check_attention_msa_row", str(c))
+@pytest.mark.parametrize("c, n", [(8, 19), (16, 19), (16, 32)])
+def test_attention_msa_row(c, n):
+    _run_check("check_attention_msa_row", str(c), str(n))
 
 
 def test_attention_shapes():

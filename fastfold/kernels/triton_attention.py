@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import canonical_views, dot_precision
@@ -26,6 +27,17 @@ from fastfold.kernels.triton_layout import canonical_views, dot_precision
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
 NO_STRIDES = (0, 0, 0, 0, 0)
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def exp(x, FAST: tl.constexpr):
+    """e^x as ``2^(x log2 e)``. ``FAST`` (on a GPU) flushes subnormal results to zero: one
+    ``ex2.approx.ftz`` instead of five instructions (irrelevant to softmax weights, whose sum is >= 1)."""
+    if FAST:
+        return libdevice.exp2(x * LOG2E)
+    else:
+        return tl.exp2(x * LOG2E)
 
 
 @triton.jit
@@ -41,6 +53,22 @@ def load_tile(ptr, strides, z1, z2, z3, rows, cols, valid):
 
 
 @triton.jit
+def bounded_tile(ptr, strides, z1, z2, z3, rows, cols, row_valid, col_valid,
+                 CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr):
+    """:func:`load_tile` checking only the bounds asked for: a tile known to be in bounds is read with
+    plain vector loads, without per-element predicates."""
+    if CHECK_ROWS and CHECK_COLS:
+        return load_tile(ptr, strides, z1, z2, z3, rows, cols, row_valid[:, None] & col_valid[None, :])
+    elif CHECK_ROWS:
+        return load_tile(ptr, strides, z1, z2, z3, rows, cols, row_valid[:, None])
+    elif CHECK_COLS:
+        return load_tile(ptr, strides, z1, z2, z3, rows, cols, col_valid[None, :])
+    else:
+        offsets = lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
+        return tl.load(ptr + offsets)
+
+
+@triton.jit
 def store_tile(ptr, strides, z1, z2, z3, rows, cols, value, valid):
     """Store a [rows, cols] tile of a [Z1, Z2, Z3, R, C] strided output, cast to its dtype."""
     offsets = lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
@@ -48,10 +76,25 @@ def store_tile(ptr, strides, z1, z2, z3, rows, cols, value, valid):
 
 
 @triton.jit
-def query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale):
-    """The queries' tile [BQ, BC] (zeros outside LQ x C) times ``scale``, rounded to q's dtype, as the
-    twin scales the queries before the product."""
-    q = load_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, (offs_q < LQ)[:, None] & (offs_c < C)[None, :])
+def channel_tile(ptr, strides, z1, z2, z3, rows, row_valid, offs_c, C,
+                 CHECK_ROWS: tl.constexpr, EVEN_C: tl.constexpr):
+    """Load a [rows, channels] tile of q, k, v, dO or the gate (zeros outside), checking the rows only when
+    ``CHECK_ROWS`` and the channels only when they are not ``EVEN_C``."""
+    return bounded_tile(ptr, strides, z1, z2, z3, rows, offs_c, row_valid, offs_c < C, CHECK_ROWS, not EVEN_C)
+
+
+@triton.jit
+def key_tile(ptr, strides, z1, z2, z3, rows, offs_k, k_valid, FULL: tl.constexpr):
+    """Load a [queries, keys] tile of a bias or mask whose query ``rows`` are in bounds (clamped), checking
+    the keys unless the block is ``FULL``."""
+    return bounded_tile(ptr, strides, z1, z2, z3, rows, offs_k, rows, k_valid, False, not FULL)
+
+
+@triton.jit
+def query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C: tl.constexpr):
+    """The queries' tile [BQ, BC] (zeros past C) times ``scale``, rounded to q's dtype, as the twin scales
+    the queries before the product. ``rows`` must be in bounds (callers clamp them to the last query)."""
+    q = channel_tile(q_ptr, q_st, z1, z2, z3, rows, rows, offs_c, C, False, EVEN_C)
     return (q.to(tl.float32) * scale).to(q.dtype)
 
 
@@ -59,32 +102,34 @@ def query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale):
 def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                PRECISION: tl.constexpr):
+                PRECISION: tl.constexpr, FULL: tl.constexpr):
     """float32 logits tile [BQ, BK]: q k^T (q already scaled), masked-key offset, then each bias;
     -inf past LK.
 
-    A mask that is the same for every query (``MASK_PER_KEY``) is read as one row of keys and added
-    as a per-key offset (0, -1e9, or -inf past LK): one addition per logit.
+    Query rows past LQ read the last query's bias and mask (finite values, in rows never stored), so
+    the [BQ, BK] bias and mask tiles need bounds checks only on keys, and only in the last, partial,
+    key block (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) is read as
+    one row of keys and added as a per-key offset (0, -1e9, or -inf past LK): one addition per logit.
     """
     s = tl.dot(q, k_t, input_precision=PRECISION)
+    rows = tl.minimum(offs_q, LQ - 1)
     k_valid = offs_k < LK
-    valid = (offs_q < LQ)[:, None] & k_valid[None, :]
     if HAS_MASK and not MASK_PER_KEY:
-        keep = load_tile(m_ptr, m_st, z1, z2, z3, offs_q, offs_k, valid)
+        keep = key_tile(m_ptr, m_st, z1, z2, z3, rows, offs_k, k_valid, FULL)
         s = tl.where(keep != 0, s, s - MASK_OFFSET)
-    else:
+    elif HAS_MASK or not FULL:
         offset = tl.where(k_valid, 0.0, float("-inf"))
         if HAS_MASK:
             keep = tl.load(m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k * m_st[4], mask=k_valid, other=1)
             offset = tl.where(keep != 0, offset, -MASK_OFFSET)
         s += offset[None, :]
     if NUM_BIAS >= 1:
-        s += load_tile(b0_ptr, b0_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
+        s += key_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
     if NUM_BIAS >= 2:
-        s += load_tile(b1_ptr, b1_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
+        s += key_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
     if NUM_BIAS >= 3:
-        s += load_tile(b2_ptr, b2_st, z1, z2, z3, offs_q, offs_k, valid).to(tl.float32)
-    if HAS_MASK and not MASK_PER_KEY:
+        s += key_tile(b2_ptr, b2_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+    if HAS_MASK and not MASK_PER_KEY and not FULL:
         s = tl.where(k_valid[None, :], s, float("-inf"))
     return s
 
@@ -101,35 +146,54 @@ def split_pid(pid, Z2, Z3, N_INNER):
 
 
 @triton.jit
+def _fwd_step(q, m_i, l_i, acc, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+              k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+              NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+              BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+              PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """One key block of the online softmax: the updated (row maximum, normaliser, accumulator)."""
+    offs_k = start + tl.arange(0, BLOCK_K)
+    k_valid = offs_k < LK
+    k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
+                       offs_c < C, k_valid, not EVEN_C, not FULL)
+    s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = exp(m_i - m_new, FAST_EXP)
+    p = exp(s - m_new[:, None], FAST_EXP)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, g_st, o_st, stats_st,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, Z2, Z3, LQ, LK, C, CV, scale,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                 HAS_GATE: tl.constexpr, SAVE_STATS: tl.constexpr,
                 BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
-                PRECISION: tl.constexpr):
+                EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
     z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
     offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
     q_valid = offs_q < LQ
-    q = query_tile(q_ptr, q_st, z1, z2, z3, offs_q, offs_c, LQ, C, scale)
+    q = query_tile(q_ptr, q_st, z1, z2, z3, tl.minimum(offs_q, LQ - 1), offs_c, C, scale, EVEN_C)
     m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_CV], tl.float32)
-    for start in range(0, LK, BLOCK_K):
-        offs_k = start + tl.arange(0, BLOCK_K)
-        k_valid = offs_k < LK
-        k_t = load_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
-                        (offs_c < C)[:, None] & k_valid[None, :])
-        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, k_valid[:, None] & (offs_cv < CV)[None, :])
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+    full_end = LK // BLOCK_K * BLOCK_K  # full key blocks without bounds checks, then the partial one
+    for start in range(0, full_end, BLOCK_K):
+        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                                  k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
+                                  b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
+                                  PRECISION, True)
+    if full_end < LK:
+        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, full_end, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C,
+                                  CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
+                                  b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
+                                  PRECISION, False)
     acc = acc / l_i[:, None]
     out_valid = q_valid[:, None] & (offs_cv < CV)[None, :]
     if SAVE_STATS:
@@ -170,9 +234,12 @@ def launcher(q: torch.Tensor, kernel, tuned):
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:
-    """Channel tile widths and dot precision (:func:`~fastfold.kernels.triton_layout.dot_precision`)."""
-    return dict(BLOCK_C=max(16, triton.next_power_of_2(c)), BLOCK_CV=max(16, triton.next_power_of_2(cv)),
-                PRECISION=dot_precision(q.dtype))
+    """Channel tile widths (``EVEN_C``: both are the channel counts, so channels need no bounds checks),
+    dot precision (:func:`~fastfold.kernels.triton_layout.dot_precision`) and the exponential's flavour
+    (``FAST_EXP`` on a GPU; the interpreter has no libdevice)."""
+    block_c, block_cv = max(16, triton.next_power_of_2(c)), max(16, triton.next_power_of_2(cv))
+    return dict(BLOCK_C=block_c, BLOCK_CV=block_cv, EVEN_C=block_c == c and block_cv == cv,
+                PRECISION=dot_precision(q.dtype), FAST_EXP=q.is_cuda)
 
 
 def grid_over(n_lead: int, length: int, block: str):
