@@ -23,6 +23,15 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _call(op, impl, *args, grad: bool):
+    """``op(*args)`` when autograd (``grad``) or ``torch.compile`` needs the custom op, else ``impl(*args)``,
+    the op's own implementation called directly: the same kernels without the dispatcher's ~40 us of host
+    time per call, which bounds small launches (inference)."""
+    if grad or torch.compiler.is_compiling():
+        return op(*args)
+    return impl(*args)
+
+
 # --- attention ----------------------------------------------------------------------------------------
 
 
@@ -91,7 +100,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = 
             tail = tail + bias.float()
         biases = biases[:keep] + [tail]
     save_stats = _needs_grad(q, k, v, gate, *biases)
-    return _attention_fwd(q, k, v, biases, mask, gate, save_stats)[0]
+    return _call(_attention_fwd, triton_attention.attention_forward, q, k, v, biases, mask, gate, save_stats,
+                 grad=save_stats)[0]
 
 
 # --- softmax ------------------------------------------------------------------------------------------
@@ -139,7 +149,7 @@ _softmax_fwd.register_autograd(_softmax_backward, setup_context=_softmax_setup)
 
 def softmax(x: Tensor, bias: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
     """Fused ``softmax(x + mask bias + bias)``; as :func:`fastfold.kernels.softmax.softmax_torch`."""
-    return _softmax_fwd(x, bias, mask)
+    return _call(_softmax_fwd, triton_softmax.softmax_forward, x, bias, mask, grad=_needs_grad(x, bias))
 
 
 # --- layer norm ---------------------------------------------------------------------------------------
@@ -185,7 +195,8 @@ _layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_nor
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Fused LayerNorm over the last dimension; as :func:`fastfold.kernels.layer_norm.layer_norm`."""
-    return _layer_norm_fwd(x, weight, bias, eps)[0]
+    return _call(_layer_norm_fwd, triton_layer_norm.layer_norm_forward, x, weight, bias, eps,
+                 grad=_needs_grad(x, weight, bias))[0]
 
 
 # --- triangle multiplicative update, stages 1 and 3 ------------------------------------------------------
@@ -193,9 +204,13 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 # gradients, see :mod:`fastfold.kernels.triton_triangle`) recompute each stage from its saved inputs.
 
 
-@torch.library.custom_op("fastfold::triangle_projections", mutates_args=())
-def _triangle_projections(pair: Tensor, mask: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _triangle_projections_impl(pair: Tensor, mask: Tensor,
+                               weights: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     return triton_triangle.projections_forward(pair, mask, TriangleProjectionWeights(*weights))
+
+
+_triangle_projections = torch.library.custom_op("fastfold::triangle_projections", mutates_args=())(
+    _triangle_projections_impl)
 
 
 @_triangle_projections.register_fake
@@ -236,13 +251,18 @@ _triangle_projections.register_autograd(_triangle_projections_backward,
 
 def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjectionWeights) -> tuple:
     """Fused stage 1; as :func:`triangle_projections_torch` (left and right are channel-major views)."""
-    left, right, gate = _triangle_projections(pair, mask, [t.contiguous() for t in weights])
+    weights = [t.contiguous() for t in weights]
+    left, right, gate = _call(_triangle_projections, _triangle_projections_impl, pair, mask, weights,
+                              grad=_needs_grad(pair, *weights))
     return left.movedim(-3, -1), right.movedim(-3, -1), gate
 
 
-@torch.library.custom_op("fastfold::triangle_output", mutates_args=())
-def _triangle_output(product: Tensor, gate: Tensor, weights: list[Tensor]) -> Tensor:
+def _triangle_output_impl(product: Tensor, gate: Tensor, weights: list[Tensor]) -> Tensor:
     return triton_triangle.output_forward(product, gate, TriangleOutputWeights(*weights))
+
+
+_triangle_output = torch.library.custom_op("fastfold::triangle_output", mutates_args=())(
+    _triangle_output_impl)
 
 
 @_triangle_output.register_fake
@@ -280,4 +300,6 @@ _triangle_output.register_autograd(_triangle_output_backward, setup_context=_tri
 
 def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeights) -> Tensor:
     """Fused stage 3; as :func:`triangle_output_torch`."""
-    return _triangle_output(product, gate, [t.contiguous() for t in weights])
+    weights = [t.contiguous() for t in weights]
+    return _call(_triangle_output, _triangle_output_impl, product, gate, weights,
+                 grad=_needs_grad(product, gate, *weights))

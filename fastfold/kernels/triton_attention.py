@@ -22,7 +22,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
-from fastfold.kernels.triton_layout import canonical_views, dot_precision
+from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views, dot_precision
 
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
@@ -257,7 +257,7 @@ class Operands:
         biases = [b.expand(*b.shape[:-2], *qk) for b in biases]
         mask = mask.expand(*mask.shape[:-2], *qk) if mask is not None else None
         tensors = [q, k, v, *biases] + [t for t in (mask, gate) if t is not None]
-        self.lead = torch.broadcast_shapes(*(t.shape[:-2] for t in tensors))
+        self.lead = broadcast_shapes(*(tuple(t.shape[:-2]) for t in tensors))
         self.canon = canonical_views([(t, 2) for t in tensors], self.lead)
         views = list(self.canon.views)
         self.q, self.k, self.v = views[:3]

@@ -6,6 +6,7 @@ through stride 0 and never expanded in memory. :func:`canonical_views` folds any
 dimensions into three by merging neighbours that every operand can address with one stride.
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,12 @@ def dot_precision(dtype: torch.dtype) -> str | None:
     if dtype != torch.float32:
         return None
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+@functools.lru_cache(maxsize=4096)
+def broadcast_shapes(*shapes: tuple) -> tuple:
+    """``torch.broadcast_shapes`` of shape tuples, cached (kernel launches repeat the same shapes)."""
+    return tuple(torch.broadcast_shapes(*shapes))
 
 
 @dataclass
@@ -71,38 +78,51 @@ def canonical_views(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 
         Views, per-dimension broadcast flags and the operands' own leading shapes. Neighbouring leading
         dimensions merge when every operand addresses them with one stride and broadcasts over both or
         neither; where more than ``ndim`` dimensions remain, operands are copied to contiguous memory.
+        The geometry depends only on shapes and strides and is cached (kernel launches repeat them).
     """
-    lead = tuple(lead)
-    expanded, flags = [], []
-    for tensor, n_inner in operands:
-        inner = tuple(tensor.shape[tensor.dim() - n_inner:])
-        own = (1,) * (len(lead) + n_inner - tensor.dim()) + tuple(tensor.shape[:tensor.dim() - n_inner])
-        expanded.append(tensor.expand(*lead, *inner))
-        flags.append(tuple(o == 1 and z > 1 for o, z in zip(own, lead, strict=False)))
+    geometry = tuple((tuple(t.shape), t.stride(), n_inner) for t, n_inner in operands)
+    plan = _canonical_plan(geometry, tuple(lead), ndim)
+    if plan is None:
+        dense = [(t.expand(*lead, *t.shape[t.dim() - n_inner:]).contiguous(), n_inner)
+                 for t, n_inner in operands]
+        return canonical_views(dense, lead, ndim)
+    canon_lead, view_geometry, reduced, own_lead = plan
+    views = [t.as_strided(size, stride, t.storage_offset())
+             for (t, _), (size, stride) in zip(operands, view_geometry, strict=True)]
+    return Canonical(canon_lead, views, list(reduced), list(own_lead))
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_plan(geometry: tuple, lead: tuple, ndim: int) -> tuple | None:
+    """:func:`canonical_views` from shapes and strides alone: ``(canonical lead, (size, stride) of each
+    view, reduced flags, own leading shapes)``, or None when the operands must be made contiguous first."""
+    strides_of, flags = [], []
+    for shape, stride, n_inner in geometry:
+        n_lead = len(shape) - n_inner
+        own = (1,) * (len(lead) - n_lead) + shape[:n_lead]
+        own_strides = (0,) * (len(lead) - n_lead) + stride[:n_lead]
+        strides_of.append(tuple(0 if o == 1 else st for o, st in zip(own, own_strides, strict=True)))
+        flags.append(tuple(o == 1 and z > 1 for o, z in zip(own, lead, strict=True)))
     groups = []  # [size, [stride per operand], [flag per operand]]
     for d, size in enumerate(lead):
         if size == 1:
             continue
-        strides = [t.stride(d) for t in expanded]
+        strides = [st[d] for st in strides_of]
         dim_flags = [f[d] for f in flags]
         if groups and all(gs == s * size and gf == f for gs, s, gf, f in
-                          zip(groups[-1][1], strides, groups[-1][2], dim_flags, strict=False)):
+                          zip(groups[-1][1], strides, groups[-1][2], dim_flags, strict=True)):
             groups[-1][0] *= size
             groups[-1][1] = strides
         else:
             groups.append([size, strides, dim_flags])
     if len(groups) > ndim:
-        dense = [(t.contiguous(), n_inner) for t, (_, n_inner) in zip(expanded, operands, strict=False)]
-        return canonical_views(dense, lead, ndim)
-    groups = [[1, [0] * len(expanded), [False] * len(expanded)]] * (ndim - len(groups)) + groups
+        return None
+    groups = [[1, [0] * len(geometry), [False] * len(geometry)]] * (ndim - len(groups)) + groups
     canon_lead = tuple(g[0] for g in groups)
     views, reduced, own_lead = [], [], []
-    for i, t in enumerate(expanded):
-        n_inner = operands[i][1]
-        inner_shape = tuple(t.shape[t.dim() - n_inner:])
-        inner_strides = tuple(t.stride()[t.dim() - n_inner:])
-        views.append(t.as_strided(canon_lead + inner_shape, tuple(g[1][i] for g in groups) + inner_strides,
-                                  t.storage_offset()))
+    for i, (shape, stride, n_inner) in enumerate(geometry):
+        inner_shape, inner_strides = shape[len(shape) - n_inner:], stride[len(stride) - n_inner:]
+        views.append((canon_lead + inner_shape, tuple(g[1][i] for g in groups) + inner_strides))
         reduced.append(tuple(g[2][i] for g in groups))
-        own_lead.append(tuple(1 if f else z for f, z in zip(flags[i], lead, strict=False)))
-    return Canonical(canon_lead, views, reduced, own_lead)
+        own_lead.append(tuple(1 if f else z for f, z in zip(flags[i], lead, strict=True)))
+    return canon_lead, tuple(views), tuple(reduced), tuple(own_lead)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid
-from fastfold.kernels.triton_layout import canonical_views
+from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views
 
 MAX_ROW = 32768  # longest row held in one tile
 
@@ -65,7 +65,7 @@ def softmax_forward(x: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tens
     """
     k = x.shape[-1]
     operands = [t.expand(*t.shape[:-1], k) for t in (x, bias, mask) if t is not None]
-    lead = torch.broadcast_shapes(*(t.shape[:-1] for t in operands))
+    lead = broadcast_shapes(*(tuple(t.shape[:-1]) for t in operands))
     canon = canonical_views([(t, 1) for t in operands], lead, ndim=4)
     views = list(canon.views)
     x_c = views.pop(0)
