@@ -7,9 +7,10 @@ Run under torchrun with 2 processes (``scripts/benchmark_dap.sh`` does everythin
 DAP 1 runs on both GPUs at once as two independent replicas (a DP mesh: no collective in the
 model), DAP 2 splits one Evoformer over both. Official widths (C_m 256, C_z 128), float32 with TF32
 matrix products for the timings and without for the equality check, the default kernels (Triton on
-CUDA), inference chunked by ``--subbatch`` rows, training with rematerialisation. Prints markdown
-tables (peak memory of rank 0) and the part of the exposed communication that the overlap removes;
-writes ``OUT/dap_results.json``.
+CUDA), inference chunked by ``--subbatch`` rows, training with rematerialisation. DAP 2 with overlap runs
+once per ``--gather-groups`` value (the channel groups of the triangle update's gather of ``right``).
+Prints markdown tables (peak memory of rank 0) and the part of the exposed communication that the
+overlap removes; writes ``OUT/dap_results.json``.
 """
 
 import argparse
@@ -86,13 +87,13 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
 
 
-def check_equal(meshes: dict, num_seq: int, num_res: int) -> dict:
+def check_equal(meshes: dict, num_seq: int, num_res: int, gather_groups: int) -> dict:
     """DAP 2 vs DAP 1 in float32 (TF32 off): outputs in eval, parameter gradients in training."""
     torch.backends.cuda.matmul.allow_tf32 = False
     model = build(num_blocks=2, subbatch=32)
     args = inputs(num_seq, num_res, seed=1)
     single = parallelize(copy.deepcopy(model), meshes[1])
-    dap = parallelize(model, meshes[2])
+    dap = parallelize(model, meshes[2], gather_groups=gather_groups)
     errors = {}
     for name, a, e in zip(("msa", "pair"), run(dap, args, False), run(single, args, False), strict=True):
         errors[f"output {name}"] = relative_error(a, e)
@@ -150,6 +151,21 @@ def profile(model, args: tuple, name: str, train: bool, out: str) -> dict:
     return exposed_communication(path)
 
 
+def _overlap_key(groups: int, all_groups: list) -> str:
+    """The row key of DAP 2 with overlap and ``groups`` gather groups: ``dap2_overlap`` for the first value
+    of ``--gather-groups`` (as a run with one value names it), ``dap2_overlap_g<G>`` for the others."""
+    return "dap2_overlap" if groups == all_groups[0] else f"dap2_overlap_g{groups}"
+
+
+def _table_row(row: dict, variants: list) -> str:
+    """One markdown row: times, speed-ups over DAP 1, peak memory of DAP 1 and of the first DAP 2 overlap."""
+    dap2 = [key for key, *_ in variants[1:]]
+    times = " | ".join(f"{row[key]:.3f}" for key in ["dap1", *dap2])
+    speedups = " | ".join(f"{row['dap1'] / row[key]:.2f}" for key in dap2)
+    return (f"| {row['mode']} | {row['num_res']} | {times} | {speedups} | {row['dap1_peak_gib']:.1f} | "
+            f"{row[variants[2][0] + '_peak_gib']:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/dap_benchmark")
@@ -161,6 +177,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile-size", type=int, default=1024)
     parser.add_argument("--profile-train-size", type=int, default=0, help="also profile a training step")
+    parser.add_argument("--gather-groups", type=int, nargs="+", default=[4, 1],
+                        help="channel groups of the triangle update's gather; DAP 2 overlap runs per value")
     options = parser.parse_args()
     mesh = init_from_env(dap_size=2)
     meshes = {1: ParallelMesh.from_process_group(1), 2: mesh}
@@ -169,40 +187,52 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                "nccl": ".".join(map(str, torch.cuda.nccl.version())),
                "kernel": kernels.kernel_setting().value, "options": vars(options)}
-    results["equality"] = check_equal(meshes, num_seq=61, num_res=203)
+    results["equality"] = {groups: check_equal(meshes, num_seq=61, num_res=203, gather_groups=groups)
+                           for groups in options.gather_groups}
+    # (key, DAP size, overlap, gather groups); the keys of the first G are those of a single-G run
+    variants = [("dap1", 1, True, 1), ("dap2_sync", 2, False, 1)] + [
+        (_overlap_key(groups, options.gather_groups), 2, True, groups) for groups in options.gather_groups]
     if rank0:
-        print("equality DAP 2 vs 1 (relative L2 error):", results["equality"], flush=True)
-        print("| mode | N_res | DAP 1 s | DAP 2 sync s | DAP 2 overlap s | speed-up sync | speed-up overlap "
-              "| peak GiB DAP 1 | peak GiB DAP 2 |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+        print("equality DAP 2 vs 1 (relative L2 error) by gather groups:", results["equality"], flush=True)
+        overlaps = [key for key, *_ in variants[2:]]
+        times = " | ".join(f"{key} s" for key in overlaps)
+        speedups = " | ".join(f"speed-up {key}" for key in overlaps)
+        print(f"| mode | N_res | DAP 1 s | DAP 2 sync s | {times} | speed-up sync | {speedups} "
+              f"| peak GiB DAP 1 | peak GiB DAP 2 |\n|{'---|' * (7 + 2 * len(overlaps))}", flush=True)
     model = build(options.blocks, options.subbatch)
     rows = []
     for train, sizes in ((False, options.sizes), (True, options.train_sizes)):
         for num_res in sizes:
             args = inputs(options.num_seq, num_res)
             row = {"mode": "train" if train else "inference", "num_res": num_res}
-            for key, dap, overlap in (("dap1", 1, True), ("dap2_sync", 2, False), ("dap2_overlap", 2, True)):
-                parallelize(model, meshes[dap], overlap=overlap)
+            for key, dap, overlap, groups in variants:
+                parallelize(model, meshes[dap], overlap=overlap, gather_groups=groups)
                 torch.cuda.reset_peak_memory_stats()
                 row[key] = seconds(model, args, train, options.repeats)
                 row[f"{key}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             rows.append(row)
             if rank0:
-                print(f"| {row['mode']} | {num_res} | {row['dap1']:.3f} | {row['dap2_sync']:.3f} | "
-                      f"{row['dap2_overlap']:.3f} | {row['dap1'] / row['dap2_sync']:.2f} | "
-                      f"{row['dap1'] / row['dap2_overlap']:.2f} | {row['dap1_peak_gib']:.1f} | "
-                      f"{row['dap2_overlap_peak_gib']:.1f} |", flush=True)
+                print(_table_row(row, variants), flush=True)
             del args
     results["rows"] = rows
     args = inputs(options.num_seq, options.profile_size)
     results["profile"] = {}
-    for name, overlap in (("sync", False), ("overlap", True)):
-        results["profile"][name] = profile(parallelize(model, meshes[2], overlap=overlap), args, name, False,
-                                           options.out)
-    exposed = {name: p["exposed_nccl_ms"] for name, p in results["profile"].items()}
+    for key, dap, overlap, groups in variants[1:]:
+        name = key.removeprefix("dap2_")  # sync, overlap, overlap_g<G>
+        dap_model = parallelize(model, meshes[dap], overlap=overlap, gather_groups=groups)
+        results["profile"][name] = profile(dap_model, args, name, False, options.out)
     results["profile"]["dap1"] = profile(parallelize(model, meshes[1]), args, "dap1", False, options.out)
-    results["overlap_removes"] = 1 - exposed["overlap"] / exposed["sync"]
-    waiting = {name: p["not_computing_ms"] for name, p in results["profile"].items()}
-    results["overlap_removes_not_computing"] = 1 - waiting["overlap"] / waiting["sync"]
+    sync = results["profile"]["sync"]
+    summary = []
+    for key, *_, groups in variants[2:]:
+        suffix = key.removeprefix("dap2_overlap")  # "" for the first G, "_g<G>" for the others
+        overlapped = results["profile"][key.removeprefix("dap2_")]
+        removes = 1 - overlapped["exposed_nccl_ms"] / sync["exposed_nccl_ms"]
+        removes_span = 1 - overlapped["not_computing_ms"] / sync["not_computing_ms"]
+        results[f"overlap_removes{suffix}"] = removes
+        results[f"overlap_removes_not_computing{suffix}"] = removes_span
+        summary.append(f"gather groups {groups}: overlap removes {removes:.0%} of the NCCL time with no "
+                       f"compute and {removes_span:.0%} of the span with no compute")
     if options.profile_train_size:
         args = inputs(options.num_seq, options.profile_train_size)
         for dap in (1, 2):
@@ -210,8 +240,7 @@ def main() -> None:
                                                             f"train_dap{dap}", True, options.out)
     if rank0:
         print(f"profile, inference N_res {options.profile_size}, DAP 2, rank 0:", results["profile"],
-              f"overlap removes {results['overlap_removes']:.0%} of the NCCL time with no compute and "
-              f"{results['overlap_removes_not_computing']:.0%} of the span with no compute", flush=True)
+              "; ".join(summary), flush=True)
         os.makedirs(options.out, exist_ok=True)
         with open(os.path.join(options.out, "dap_results.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -7,7 +7,8 @@ are not multiples of the DAP size (N_seq 5, N_res 7, N_extra 6): the stacks pad 
 checks run in eval mode with chunks of 2 rows (chunking on the DAP slices). The gradient of every
 parameter of the whole model (so of every stack) is checked in training mode (dropout off), averaged
 with :func:`fastfold.distributed.average_gradients` as the training step does. Dropout is checked on
-sizes that are multiples of the DAP size (masks drawn whole and sliced). Float32 throughout.
+sizes that are multiples of the DAP size (masks drawn whole and sliced). The triangle update gathers its
+8 channels of ``right`` in 1, 3 (groups of 3, 3, 2) and 4 groups. Float32 throughout.
 """
 
 import os
@@ -49,12 +50,12 @@ def _reference_gradients(model, loss_fn, replicas) -> dict:
     return total
 
 
-def _check_gradients(model, loss_fn, replicas, mesh, what) -> None:
+def _check_gradients(model, loss_fn, replicas, mesh, what, gather_groups: int) -> None:
     """Every parameter gradient within float32 rounding of the reference: a relative L2 error of 1e-4, or
     1e-6 of the largest gradient norm for gradients that are zero in exact arithmetic (the LayerNorm
     offsets before a softmax bias, whose gradient is rounding noise)."""
     reference = _reference_gradients(ref.clone(model), loss_fn, replicas)
-    actual = _gradients(parallelize(model, mesh), loss_fn, replicas, mesh)
+    actual = _gradients(parallelize(model, mesh, gather_groups=gather_groups), loss_fn, replicas, mesh)
     scale = max(grad.norm() for grad in reference.values())
     for name, grad in reference.items():
         assert grad.abs().sum() > 0, f"{what}: {name} has a zero reference gradient"
@@ -64,14 +65,15 @@ def _check_gradients(model, loss_fn, replicas, mesh, what) -> None:
             f"norm {grad.norm():.3g}")
 
 
-def _check_stacks(mesh: ParallelMesh) -> None:
+def _check_stacks(mesh: ParallelMesh, gather_groups: int) -> None:
     """Each stack's eval outputs (chunked); their parameter gradients are checked in the whole model."""
     for name in STACKS:
         model = ref.build_stack(name).eval()
         inputs = ref.stack_inputs(name, seed=10 + mesh.dp_rank)
         with torch.no_grad():
             expected = ref.stack_output(model, inputs)
-            actual = ref.stack_output(parallelize(ref.clone(model), mesh), inputs)
+            dap = parallelize(ref.clone(model), mesh, gather_groups=gather_groups)
+            actual = ref.stack_output(dap, inputs)
         for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
             _close(a, e, f"{name} stack output {k} at DAP {mesh.dap_size}")
 
@@ -92,17 +94,19 @@ def _alphafold_loss(model, features):
     return ref.weighted_loss(ref.differentiable_outputs(model(features, num_recycle=1)))
 
 
-def _check_alphafold(mesh: ParallelMesh, replicas: list) -> None:
+def _check_alphafold(mesh: ParallelMesh, replicas: list, gather_groups: int) -> None:
     """The whole model with one recycle: eval outputs, and gradients of every parameter."""
     model = ref.build_alphafold().eval()
     features = replicas[mesh.dp_rank]
     with torch.no_grad():
         expected = model(features, return_representations=True)
-        actual = parallelize(ref.clone(model), mesh)(features, return_representations=True)
+        actual = parallelize(ref.clone(model), mesh, gather_groups=gather_groups)(features,
+                                                                                 return_representations=True)
     for k, (a, e) in enumerate(zip(ref.differentiable_outputs(_grad_free(actual)),
                                    ref.differentiable_outputs(_grad_free(expected)), strict=True)):
         _close(a, e, f"AlphaFold output {k} at DAP {mesh.dap_size}")
-    _check_gradients(model.train(), _alphafold_loss, replicas[:mesh.data_parallel_size], mesh, "AlphaFold")
+    _check_gradients(model.train(), _alphafold_loss, replicas[:mesh.data_parallel_size], mesh, "AlphaFold",
+                     gather_groups)
 
 
 def _grad_free(outputs):
@@ -131,12 +135,13 @@ def _check_checkpoint(mesh: ParallelMesh, replicas: list, path: str) -> None:
             _close(actual, expected, f"checkpoint saved at DAP 2, loaded at DAP {dap_size}")
 
 
-def _worker(mesh: ParallelMesh, dap_sizes: tuple, replicas: list, checkpoint_path: str) -> None:
+def _worker(mesh: ParallelMesh, runs: tuple, replicas: list, checkpoint_path: str) -> None:
+    """``runs``: (DAP size, channel groups of the triangle update's gather) pairs."""
     torch.set_num_threads(1)  # up to 4 processes share CI's 2 cores
-    for dap_size in dap_sizes:
+    for dap_size, gather_groups in runs:
         mesh = mesh if mesh.dap_size == dap_size else ParallelMesh.from_process_group(dap_size)
-        _check_stacks(mesh)
-        _check_alphafold(mesh, replicas)
+        _check_stacks(mesh, gather_groups)
+        _check_alphafold(mesh, replicas, gather_groups)
         if mesh.dap_size > 1:
             _check_dropout(mesh)
     if checkpoint_path:
@@ -159,13 +164,13 @@ def replicas() -> list:
 
 
 def test_two_processes_dap_2_and_dp_2(replicas):
-    spawn(_worker, 2, 2, (2, 1), replicas, "")
+    spawn(_worker, 2, 2, ((2, 3), (1, 4)), replicas, "")  # 8 channels in groups of 3, 3, 2
 
 
 def test_four_processes_dap_4_dp_2_x_dap_2_and_checkpoints(replicas):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "state.pt")
-        spawn(_worker, 4, 4, (4, 2), replicas, path)
+        spawn(_worker, 4, 4, ((4, 1), (2, 4)), replicas, path)  # one gather; 4 groups of 2 channels
         loaded = ref.build_alphafold(seed=1).eval()
         loaded.load_state_dict(torch.load(path), strict=True)  # DAP 1: a plain single-process model
     with torch.no_grad():

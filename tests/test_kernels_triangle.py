@@ -164,17 +164,45 @@ def test_module(outgoing):
 @pytest.mark.parametrize("outgoing", [True, False], ids=["outgoing", "incoming"])
 def test_product_is_the_equation(outgoing):
     """Stage 2 on a DAP slice (7 local rows or columns) against the supplement's sum as an einsum."""
+    left, right, equation = _product_inputs(outgoing)
+    want = torch.einsum(equation, left, right)
+    torch.testing.assert_close(kernels.triangle_product(left, right, outgoing), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["in-place", "autograd"])
+@pytest.mark.parametrize("outgoing", [True, False], ids=["outgoing", "incoming"])
+def test_product_by_blocks_is_the_product(outgoing, grad):
+    """As DAP forms it: the own slice of right (rank 1 of 2) whole, then the other in 4 channel groups (C = 18
+    not a multiple of 4), against the product at once; with autograd also the gradients."""
+    left, right, _ = _product_inputs(outgoing)
+    left.requires_grad_(grad)
+    right.requires_grad_(grad)
+    sliced = -3 if outgoing else -2
+    with torch.set_grad_enabled(grad):
+        blocks = kernels.ProductBlocks(left, 2, 7, outgoing)
+        pieces = right.split(7, sliced)
+        blocks.add(1, pieces[1])
+        sizes = kernels.channel_groups(C, 4)
+        assert sizes == [4, 5, 4, 5]
+        for start, group in zip((0, 4, 9, 13), pieces[0].split(sizes, -1), strict=True):
+            blocks.add(0, group, slice(start, start + group.shape[-1]))
+        got = blocks.result()
+    want = kernels.triangle_product(left, right, outgoing)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # BLAS blocks smaller products differently
+    if grad:
+        weight = torch.randn(want.shape)
+        expected = torch.autograd.grad((want * weight).sum(), (left, right))
+        for a, e in zip(torch.autograd.grad((got * weight).sum(), (left, right)), expected, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def _product_inputs(outgoing: bool) -> tuple:
+    """(left, right, the einsum of line 4): left a DAP slice of 7 rows (outgoing) or columns (incoming),
+    right gathered (14 = 2 x 7)."""
     torch.manual_seed(0)
     if outgoing:  # left [*, i, k, c] local rows, right [*, j, k, c] gathered
-        left, right, equation = torch.randn(2, 7, 13, C), torch.randn(2, 13, 13, C), "...ikc,...jkc->...ijc"
-    else:  # left [*, k, j, c] local columns, right [*, k, i, c] gathered
-        left, right, equation = torch.randn(2, 13, 7, C), torch.randn(2, 13, 13, C), "...kjc,...kic->...ijc"
-    want = torch.einsum(equation, left, right)
-    got = kernels.triangle_product(left, right, outgoing)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    sliced = -3 if outgoing else -2  # right by pieces, as DAP gathers it (two ranks of 6 and 7)
-    blocks = [kernels.triangle_product_block(left, piece, outgoing) for piece in right.split([6, 7], sliced)]
-    torch.testing.assert_close(kernels.join_product_blocks(blocks, outgoing), want, rtol=1e-5, atol=1e-5)
+        return torch.randn(2, 7, 13, C), torch.randn(2, 14, 13, C), "...ikc,...jkc->...ijc"
+    return torch.randn(2, 13, 7, C), torch.randn(2, 13, 14, C), "...kjc,...kic->...ijc"  # [*, k, j, c]
 
 
 if __name__ == "__main__":

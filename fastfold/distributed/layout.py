@@ -34,12 +34,19 @@ class DapLayout:
         measuring what the overlap saves); the results are the same.
     pieces : int
         The pieces of the local columns that :meth:`map_columns_to_rows` pipelines.
+    gather_groups : int
+        The groups of channels in which the triangle multiplicative update gathers ``right``, each its
+        own collective, so that the product of one group overlaps the gathering of the next (1: one
+        gather); at most the number of channels is used.
     """
 
-    def __init__(self, mesh: ParallelMesh, overlap: bool = True, pieces: int = 4):
+    def __init__(self, mesh: ParallelMesh, overlap: bool = True, pieces: int = 4, gather_groups: int = 4):
+        if pieces < 1 or gather_groups < 1:
+            raise ValueError(f"DapLayout: pieces {pieces} and gather_groups {gather_groups} must be >= 1")
         self.mesh = mesh
         self.overlap = overlap
         self.pieces = pieces
+        self.gather_groups = gather_groups
 
     @property
     def num_shards(self) -> int:

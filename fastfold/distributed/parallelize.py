@@ -29,7 +29,8 @@ def _check_mesh(mesh: ParallelMesh) -> None:
                          f"{mesh.dap_size}) does not match the {world_size} running processes")
 
 
-def parallelize(model: nn.Module, mesh: ParallelMesh, overlap: bool = True) -> nn.Module:
+def parallelize(model: nn.Module, mesh: ParallelMesh, overlap: bool = True,
+                gather_groups: int = 4) -> nn.Module:
     """Set the DAP layout of ``mesh`` on every module of ``model`` that has a ``layout`` hook.
 
     Parameters
@@ -42,6 +43,9 @@ def parallelize(model: nn.Module, mesh: ParallelMesh, overlap: bool = True) -> n
     overlap : bool
         Overlap the asynchronous collectives with computation (see
         :class:`~fastfold.distributed.layout.DapLayout`); ``False`` only for measurements.
+    gather_groups : int
+        The channel groups of the triangle update's gather (see
+        :class:`~fastfold.distributed.layout.DapLayout`); the results do not depend on it.
 
     Returns
     -------
@@ -49,7 +53,7 @@ def parallelize(model: nn.Module, mesh: ParallelMesh, overlap: bool = True) -> n
         ``model``.
     """
     _check_mesh(mesh)
-    layout = DapLayout(mesh, overlap=overlap)
+    layout = DapLayout(mesh, overlap=overlap, gather_groups=gather_groups)
     for module in model.modules():
         if hasattr(module, "layout"):
             module.layout = layout

@@ -15,7 +15,8 @@ kernels) and fails loudly rather than falling back silently.
 
 The triangle multiplicative update is three entry points, so that a DAP hook can gather ``right``
 between them: :func:`triangle_projections` and :func:`triangle_output` dispatch as above;
-:func:`triangle_product` is one implementation everywhere (batched matrix products, cuBLAS on a GPU).
+:func:`triangle_product` (and :class:`ProductBlocks`, the same product formed block by block for DAP) is
+one implementation everywhere (batched matrix products, cuBLAS on a GPU).
 """
 
 import enum
@@ -28,9 +29,10 @@ from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.layer_norm import layer_norm as layer_norm_torch
 from fastfold.kernels.softmax import softmax_torch
 from fastfold.kernels.triangle_multiplication import (
+    ProductBlocks,
     TriangleOutputWeights,
     TriangleProjectionWeights,
-    join_product_blocks,
+    channel_groups,
     triangle_output_torch,
     triangle_product,
     triangle_product_block,
@@ -161,7 +163,7 @@ def triangle_output(product: torch.Tensor, gate: torch.Tensor,
     return triangle_output_torch(product, gate, weights)
 
 
-__all__ = ["Kernel", "KERNEL_ENV_VAR", "TriangleOutputWeights", "TriangleProjectionWeights", "attention",
-           "join_product_blocks", "kernel_setting", "layer_norm", "set_default_kernel", "softmax",
+__all__ = ["Kernel", "KERNEL_ENV_VAR", "ProductBlocks", "TriangleOutputWeights", "TriangleProjectionWeights",
+           "attention", "channel_groups", "kernel_setting", "layer_norm", "set_default_kernel", "softmax",
            "triangle_output", "triangle_product", "triangle_product_block", "triangle_projection_parts",
            "triangle_projections"]

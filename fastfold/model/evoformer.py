@@ -186,9 +186,9 @@ class TriangleMultiplication(nn.Module):
         Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` (outgoing) or
         column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. ``right`` is gathered
         between the fused projections (which compute both edges at once) and the product, in its
-        channel-major memory, one piece per rank (never joined): the product's block of this rank's
-        own slice overlaps the gathering (in inference also the left edge and the gate), the other
-        blocks follow it.
+        channel-major memory, one piece per rank (never joined), in a few groups of channels: the
+        product's block of this rank's own slice overlaps the gathering (in inference also the left edge
+        and the gate), and each group's blocks for the other ranks overlap the next group's gathering.
         """
         linears = (self.left_projection, self.right_projection, self.left_gate, self.right_gate,
                    self.gating_linear)
@@ -208,20 +208,36 @@ class TriangleMultiplication(nn.Module):
         else:
             left, right, gate = kernels.triangle_projections(pair, mask, weights_in)
             pending = self._start_gather(right)
-        own = self.layout.shard_index
-        blocks = {own: kernels.triangle_product_block(left, right, self.outgoing)}  # overlaps the gather
-        pieces = self.layout.wait(pending)
-        for rank in range(pieces.shape[0]):
-            if rank != own:
-                piece = pieces[rank].movedim(-3, -1)  # [*, ., ., c]
-                blocks[rank] = kernels.triangle_product_block(left, piece, self.outgoing)
-        product = kernels.join_product_blocks([blocks[r] for r in sorted(blocks)], self.outgoing)  # line 4
+        product = self._product(left, right, pending)  # line 4
         return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
 
-    def _start_gather(self, right: torch.Tensor):
+    def _start_gather(self, right: torch.Tensor) -> list:
         """Start gathering ``right`` [*, ., ., c] in its channel-major memory order (the Triton stage 1's),
-        one piece per rank: the wait gives ``[n, *, c, ., .]``."""
-        return self.layout.start_gather(right.movedim(-1, -3).unsqueeze(0), 0)
+        one piece per rank, in ``layout.gather_groups`` groups of channels, each its own collective: the
+        wait of group g gives ``[n, *, c_g, ., .]``."""
+        groups = kernels.channel_groups(right.shape[-1], self.layout.gather_groups)
+        return [self.layout.start_gather(group.unsqueeze(0), 0)
+                for group in right.movedim(-1, -3).split(groups, -3)]
+
+    def _product(self, left: torch.Tensor, right: torch.Tensor, pending: list) -> torch.Tensor:
+        """Line 4's sum ``[*, N_i, N_j, c]`` from the local ``left``, ``right`` [*, ., ., c] and the gathers.
+
+        The block of this rank's own slice overlaps the gathering; then the other ranks' blocks are
+        formed channel group by channel group, each as soon as its group arrives (while the next flies).
+        """
+        own = self.layout.shard_index
+        product = kernels.ProductBlocks(left, self.layout.num_shards, right.shape[self.sharded_dim],
+                                        self.outgoing)
+        product.add(own, right)
+        start = 0
+        for group in pending:
+            pieces = self.layout.wait(group).unbind(0)  # n x [*, c_g, ., .]
+            channels = slice(start, start + pieces[0].shape[-3])
+            for rank, piece in enumerate(pieces):
+                if rank != own:
+                    product.add(rank, piece.movedim(-3, -1), channels)  # [*, ., ., c_g]
+            start = channels.stop
+        return product.result()
 
 
 def add_pair_update_modules(block: nn.Module, config, global_config, pair_dim: int) -> None:

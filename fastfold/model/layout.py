@@ -36,6 +36,7 @@ class AxialLayout:
 
     num_shards = 1  # n: the number of slices of every sharded activation
     shard_index = 0  # which slice this process holds
+    gather_groups = 1  # the groups of channels in which the triangle update gathers `right`, one by one
 
     def enter(self, act: torch.Tensor, mask: torch.Tensor) -> tuple:
         """Pad and slice an activation for the stack.
