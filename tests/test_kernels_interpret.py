@@ -67,6 +67,31 @@ def check_attention_msa_row(c: int, n: int) -> None:
              (q, k, v, pair_bias, row_bias, gate), ["q", "k", "v", "pair_bias", "row_bias", "gate"])
 
 
+def check_attention_half() -> None:
+    """float16 operands: the 16-bit dQ is summed in float32 chunks of leading indices (10 here: 4 launches);
+    against the twin in float32 on the same rounded inputs. (float16, not bfloat16: the interpreter
+    mishandles bfloat16 tiles; the GPU tests cover bfloat16.)"""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.attention import attention_torch
+
+    rows, heads, n, c = 5, 2, 19, 16
+    leaves = [torch.randn(*shape).half().requires_grad_() for shape in
+              [(1, rows, heads, n, c)] * 4 + [(1, 1, heads, n, n)]]
+    mask = torch.rand(1, rows, 1, 1, n) > 0.3
+    out = kernels.attention(*leaves[:3], [leaves[4]], mask, leaves[3])
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, leaves, grad)
+    ref_leaves = [t.detach().float().requires_grad_() for t in leaves]
+    ref = attention_torch(*ref_leaves[:3], [ref_leaves[4]], mask, ref_leaves[3])
+    want = torch.autograd.grad(ref, ref_leaves, grad.float())
+    for name, g, w in zip(["out", "q", "k", "v", "gate", "bias"], (out, *got), (ref, *want), strict=True):
+        assert g.dtype == torch.float16, (name, g.dtype)
+        err = ((g.float() - w).norm() / w.norm()).item()
+        assert err < 2e-2, (name, err)
+
+
 def check_attention_shapes() -> None:
     """Q != K, value size != key size, per-query mask, keys shared by heads, no bias or gate."""
     import torch
@@ -139,6 +164,10 @@ def _run_check(name: str, *args: str, script: str = __file__) -> None:
 @pytest.mark.parametrize("c, n", [(8, 19), (16, 19), (16, 32)])
 def test_attention_msa_row(c, n):
     _run_check("check_attention_msa_row", str(c), str(n))
+
+
+def test_attention_half():
+    _run_check("check_attention_half")
 
 
 def test_attention_shapes():
