@@ -10,8 +10,8 @@ With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` 
   ``dV = P^T dO_pre`` and ``dK = dS^T Q`` in registers, and adds each tile's ``dS K`` to ``dQ`` and its
   ``dS`` to every bias gradient with float32 atomics (5 tile products per tile; bias gradients through
   stride 0 where the bias is broadcast, so the pair bias's gradient is summed over the MSA rows in place
-  at the bias's own size). A 16-bit ``dQ`` is accumulated in a float32 scratch, a few leading indices
-  at a time so that the scratch stays small;
+  at the bias's own size). A 16-bit ``dQ`` is accumulated in a float32 scratch of at most
+  ``DQ_SCRATCH_BYTES``, as many leading indices at a time as fit (one launch for most problems);
 - ``_gate_grad_kernel``: ``d g = dO * out * (1 - sigmoid(g))`` over the ``dO_pre`` buffer.
 
 The gate steps need only the gated output, so the forward pass stores no ungated copy.
@@ -193,7 +193,7 @@ def _bwd_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr, dk_ptr, d
 BWD_TILES = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (32, 128, 4, 3)]
 _bwd_tuned = triton.autotune(configs=tiles(BWD_TILES), key=TUNE_KEY,
                              reset_to_zero=["dq_ptr", "db0_ptr", "db1_ptr", "db2_ptr"])(_bwd_kernel)
-DQ_CHUNKS = 4  # a 16-bit dQ is summed in float32 for 1/4 of the leading indices at a time: scratch = dQ / 2
+DQ_SCRATCH_BYTES = 64 << 20  # a 16-bit dQ is summed in float32 for as many leading indices as fit this
 _ELEMENTWISE_BLOCK_Q = 32
 
 
@@ -265,7 +265,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     # scratch for a chunk of leading indices at a time, then rounded into dQ
     dq_rows = dq.view(n_lead, ops.LQ, ops.C)
     in_place = dq.dtype == torch.float32
-    chunk = n_lead if in_place else -(-n_lead // DQ_CHUNKS)
+    chunk = n_lead if in_place else max(1, min(n_lead, DQ_SCRATCH_BYTES // (ops.LQ * ops.C * 4)))
     scratch = dq_rows if in_place else dq.new_empty(chunk, ops.LQ, ops.C, dtype=torch.float32)
     kernel, fixed = launcher(q, _bwd_kernel, _bwd_tuned)
     for first in range(0, n_lead, chunk):
