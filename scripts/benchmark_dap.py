@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile-size", type=int, default=1024)
     parser.add_argument("--profile-train-size", type=int, default=0, help="also profile a training step")
-    parser.add_argument("--gather-groups", type=int, nargs="+", default=[4, 1],
+    parser.add_argument("--gather-groups", type=int, nargs="+", default=[1, 4],
                         help="channel groups of the triangle update's gather; DAP 2 overlap runs per value")
     options = parser.parse_args()
     mesh = init_from_env(dap_size=2)

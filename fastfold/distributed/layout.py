@@ -37,10 +37,11 @@ class DapLayout:
     gather_groups : int
         The groups of channels in which the triangle multiplicative update gathers ``right``, each its
         own collective, so that the product of one group overlaps the gathering of the next (1: one
-        gather); at most the number of channels is used.
+        gather, the default); at most the number of channels is used. On 2 H200s (N_res 1024, inference)
+        4 groups left 16.5 ms of NCCL time exposed against 19.1 ms, but the step was no faster.
     """
 
-    def __init__(self, mesh: ParallelMesh, overlap: bool = True, pieces: int = 4, gather_groups: int = 4):
+    def __init__(self, mesh: ParallelMesh, overlap: bool = True, pieces: int = 4, gather_groups: int = 1):
         if pieces < 1 or gather_groups < 1:
             raise ValueError(f"DapLayout: pieces {pieces} and gather_groups {gather_groups} must be >= 1")
         self.mesh = mesh

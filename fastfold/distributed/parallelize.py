@@ -30,7 +30,7 @@ def _check_mesh(mesh: ParallelMesh) -> None:
 
 
 def parallelize(model: nn.Module, mesh: ParallelMesh, overlap: bool = True,
-                gather_groups: int = 4) -> nn.Module:
+                gather_groups: int = 1) -> nn.Module:
     """Set the DAP layout of ``mesh`` on every module of ``model`` that has a ``layout`` hook.
 
     Parameters

@@ -214,7 +214,7 @@ def tiles(configs) -> list:
 
 # Autotuning set of the forward kernel on a GPU (16-bit operands, or float32 with TF32 products); the
 # best is kept per problem size.
-FWD_TILES = [(64, 64, 4, 2), (128, 64, 4, 3), (128, 128, 8, 2)]
+FWD_TILES = [(64, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 8, 2), (256, 64, 8, 2)]
 TUNE_KEY = ["LQ", "LK", "C", "CV"]
 _fwd_tuned = triton.autotune(configs=tiles(FWD_TILES), key=TUNE_KEY)(_fwd_kernel)
 FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
