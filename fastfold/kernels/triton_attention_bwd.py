@@ -6,12 +6,12 @@ With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` 
 
 - ``_bwd_pre_kernel``: ``delta`` per query and ``dO_pre`` (written into the gate gradient's buffer,
   which it occupies only until the last step);
-- ``_bwd_kernel``, over key blocks: recomputes ``S``, ``P`` and ``dS`` tile by tile, accumulates
-  ``dV = P^T dO_pre`` and ``dK = dS^T Q`` in registers, and adds each tile's ``dS K`` to ``dQ`` and its
-  ``dS`` to every bias gradient with float32 atomics (5 tile products per tile; bias gradients through
-  stride 0 where the bias is broadcast, so the pair bias's gradient is summed over the MSA rows in place
-  at the bias's own size). A 16-bit ``dQ`` is accumulated in a float32 scratch of at most
-  ``DQ_SCRATCH_BYTES``, as many leading indices at a time as fit (one launch for most problems);
+- ``_bwd_kv_kernel``, over key blocks: recomputes ``S`` and ``P`` tile by tile and accumulates
+  ``dV = P^T dO_pre`` and ``dK = dS^T Q`` (4 tile products);
+- ``_bwd_q_kernel``, over query blocks: recomputes ``S``, ``P`` and ``dS`` and accumulates
+  ``dQ = dS K`` (3 tile products), and adds each ``dS`` tile to every bias gradient with float32
+  atomics, through stride 0 where the bias is broadcast, so the pair bias's gradient is summed over
+  the MSA rows in place at the bias's own size;
 - ``_gate_grad_kernel``: ``d g = dO * out * (1 - sigmoid(g))`` over the ``dO_pre`` buffer.
 
 The gate steps need only the gated output, so the forward pass stores no ungated copy.
@@ -88,43 +88,18 @@ def _gate_grad_kernel(do_ptr, o_ptr, g_ptr, dg_ptr, do_st, o_st, g_st, dg_st, Z2
 
 
 @triton.jit
-def _add_tile(ptr, offsets, value, valid, CHECK: tl.constexpr):
-    """Add a float32 tile to memory with atomics (bounds-checked by ``valid`` only when ``CHECK``)."""
-    if CHECK:
-        tl.atomic_add(ptr + offsets, value, mask=valid, sem="relaxed")
-    else:
-        tl.atomic_add(ptr + offsets, value, sem="relaxed")
-
-
-@triton.jit
-def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: tl.constexpr):
-    """Add a dS tile to a bias gradient (keys bounds-checked unless the block is ``FULL``)."""
-    offsets = rows[:, None] * db_st[3] + offs_k[None, :] * db_st[4]  # within one [Q, K] matrix: int32
-    _add_tile(db_ptr + lead_offset(db_st, z1, z2, z3), offsets, ds, k_valid[None, :], not FULL)
-
-
-@triton.jit
-def _bwd_loop(k, v, dk, dv, z1, z2, z3, z_local, shift, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
-              q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, dq_ptr,
-              m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-              db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
-              NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-              BLOCK_Q: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-              PRECISION: tl.constexpr, FULL: tl.constexpr):
-    """One key block (``FULL``: all its keys in bounds) against every query block: dK and dV returned,
-    dQ and the bias gradients added to memory.
+def _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
+                 q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st,
+                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                 BLOCK_Q: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                 PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """dK and dV of one key block (``FULL``: all its keys in bounds) over every query block.
 
     Query rows past LQ read the last query (clamped: no bounds checks); their +inf row maximum gives
-    them zero probability and dS = 0 exactly, so their atomic additions to the last row add nothing.
-    Programs start at different query blocks (``shift``) so that their atomics rarely collide.
-    """
-    k_t = tl.trans(k)
-    n_qb = tl.cdiv(LQ, BLOCK_Q)
-    dq_base = dq_ptr + z_local * LQ * C  # the [LQ, C] float32 dQ accumulator of this leading index
-    qb = shift % n_qb
-    for _ in range(0, n_qb):
-        offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        qb = tl.where(qb + 1 == n_qb, 0, qb + 1)
+    them zero probability, so they add nothing."""
+    for start in range(0, LQ, BLOCK_Q):
+        offs_q = start + tl.arange(0, BLOCK_Q)
         rows = tl.minimum(offs_q, LQ - 1)
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
@@ -135,65 +110,126 @@ def _bwd_loop(k, v, dk, dv, z1, z2, z3, z_local, shift, offs_k, offs_c, offs_cv,
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)  # q scaled: no c^-1/2 after
-        dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION) * scale
-        _add_tile(dq_base, rows[:, None] * C + offs_c[None, :], dq, (offs_c < C)[None, :], not EVEN_C)
-        if NUM_BIAS >= 1:
-            _add_bias_grad(db0_ptr, db0_st, z1, z2, z3, rows, offs_k, offs_k < LK, ds, FULL)
-        if NUM_BIAS >= 2:
-            _add_bias_grad(db1_ptr, db1_st, z1, z2, z3, rows, offs_k, offs_k < LK, ds, FULL)
-        if NUM_BIAS >= 3:
-            _add_bias_grad(db2_ptr, db2_st, z1, z2, z3, rows, offs_k, offs_k < LK, ds, FULL)
     return dk, dv
 
 
 @triton.jit
-def _bwd_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr, dk_ptr, dv_ptr,
-                q_st, k_st, v_st, do_st, stats_st, d_st, dk_st, dv_st,
-                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
-                Z2, Z3, LQ, LK, C, CV, scale, Z_FIRST,
-                NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-                BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                PRECISION: tl.constexpr):
-    """Programs over (leading indices Z_FIRST.., key blocks); ``dq_ptr`` is a contiguous float32
-    [leading indices from Z_FIRST, LQ, C] accumulator."""
-    n_kb = tl.cdiv(LK, BLOCK_K)
-    z1, z2, z3, kb = split_pid(tl.program_id(0) + Z_FIRST * n_kb, Z2, Z3, n_kb)
-    z_local = (tl.program_id(0) // n_kb).to(tl.int64)
+def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr,
+                   q_st, k_st, v_st, do_st, stats_st, d_st, dk_st, dv_st,
+                   m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                   Z2, Z3, LQ, LK, C, CV, scale,
+                   NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K))
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
     valid_k = offs_k < LK
     valid = valid_k[:, None] & (offs_c < C)[None, :]
     valid_v = valid_k[:, None] & (offs_cv < CV)[None, :]
-    k = load_tile(k_ptr, k_st, z1, z2, z3, offs_k, offs_c, valid)
+    k_t = tl.trans(load_tile(k_ptr, k_st, z1, z2, z3, offs_k, offs_c, valid))
     v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, valid_v)
     dk = tl.zeros([BLOCK_K, BLOCK_C], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_CV], tl.float32)
-    shift = kb + z1 + z2 + z3
     if (kb + 1) * BLOCK_K <= LK:
-        dk, dv = _bwd_loop(k, v, dk, dv, z1, z2, z3, z_local, shift, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
-                           scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, dq_ptr,
-                           m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st,
-                           db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_Q,
-                           EVEN_C, FAST_EXP, PRECISION, True)
+        dk, dv = _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
+                              q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                              b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
+                              BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, True)
     else:
-        dk, dv = _bwd_loop(k, v, dk, dv, z1, z2, z3, z_local, shift, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
-                           scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, dq_ptr,
-                           m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st,
-                           db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_Q,
-                           EVEN_C, FAST_EXP, PRECISION, False)
+        dk, dv = _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
+                              q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                              b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
+                              BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False)
     store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, valid)
     store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, valid_v)
 
 
-# Autotuning set (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the backward kernel for 16-bit operands on
-# a GPU; the atomically summed gradients are zeroed before each timed trial and before the chosen run.
-BWD_TILES = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (32, 128, 4, 3)]
-_bwd_tuned = triton.autotune(configs=tiles(BWD_TILES), key=TUNE_KEY,
-                             reset_to_zero=["dq_ptr", "db0_ptr", "db1_ptr", "db2_ptr"])(_bwd_kernel)
-DQ_SCRATCH_BYTES = 64 << 20  # a 16-bit dQ is summed in float32 for as many leading indices as fit this
+@triton.jit
+def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: tl.constexpr):
+    """Add a dS tile to a bias gradient with float32 atomics (bounds-checked unless ``FULL``)."""
+    offsets = lead_offset(db_st, z1, z2, z3) + rows[:, None] * db_st[3] + offs_k[None, :] * db_st[4]
+    if FULL:
+        tl.atomic_add(db_ptr + offsets, ds, sem="relaxed")
+    else:
+        tl.atomic_add(db_ptr + offsets, ds, mask=k_valid[None, :], sem="relaxed")
+
+
+@triton.jit
+def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
+                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
+                NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """dQ's share of key block ``kb`` (``FULL``: all its keys in bounds), and its dS added to each bias
+    gradient."""
+    offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_valid = offs_k < LK
+    k = channel_tile(k_ptr, k_st, z1, z2, z3, offs_k, k_valid, offs_c, C, not FULL, EVEN_C)
+    v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
+    s = logits_tile(q, tl.trans(k), z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+    p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    # rows past LQ have dS = 0 exactly: adding them to the clamped row changes nothing
+    rows = tl.minimum(offs_q, LQ - 1)
+    if NUM_BIAS >= 1:
+        _add_bias_grad(db0_ptr, db0_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL)
+    if NUM_BIAS >= 2:
+        _add_bias_grad(db1_ptr, db1_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL)
+    if NUM_BIAS >= 3:
+        _add_bias_grad(db2_ptr, db2_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL)
+    return dq
+
+
+@triton.jit
+def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
+                  q_st, k_st, v_st, do_st, stats_st, d_st, dq_st,
+                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                  db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
+                  Z2, Z3, LQ, LK, C, CV, scale,
+                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                  BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
+                  EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
+    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_cv = tl.arange(0, BLOCK_CV)
+    rows = tl.minimum(offs_q, LQ - 1)  # rows past LQ: the last query again, zero probability, not stored
+    q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
+    do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
+    dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
+    n_full = LK // BLOCK_K
+    shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
+    for i in range(0, n_full):
+        dq = _bwd_q_step(q, do, dq, (i + shift) % n_full, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st,
+                         db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
+                         PRECISION, True)
+    if n_full * BLOCK_K < LK:
+        dq = _bwd_q_step(q, do, dq, n_full, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st,
+                         db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
+                         PRECISION, False)
+    dq *= scale
+    store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq, (offs_q < LQ)[:, None] & (offs_c < C)[None, :])
+
+
+# Autotuning sets (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
+# GPU; the dQ kernel's bias gradients are zeroed before each timed trial and before the chosen run.
+KV_TILES = [(64, 64, 4, 2), (32, 128, 4, 3), (128, 128, 8, 2)]
+Q_TILES = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2)]
+_kv_tuned = triton.autotune(configs=tiles(KV_TILES), key=TUNE_KEY)(_bwd_kv_kernel)
+_q_tuned = triton.autotune(configs=tiles(Q_TILES), key=TUNE_KEY,
+                           reset_to_zero=["db0_ptr", "db1_ptr", "db2_ptr"])(_bwd_q_kernel)
 _ELEMENTWISE_BLOCK_Q = 32
 
 
@@ -249,8 +285,17 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         dout, out, gate_args[0], do_pre, delta, dout.stride(), out.stride(), gate_args[1], do_pre.stride(),
         d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate, **elementwise)
 
+    blocks = channel_blocks(q, ops.C, ops.CV)
+    common = (*ops.logit_args(),)
+    dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
     dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
     dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
+    kernel, fixed = launcher(q, _bwd_kv_kernel, _kv_tuned)
+    kernel[grid_over(n_lead, ops.LK, "BLOCK_K")](
+        ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
+        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st,
+        dk.stride(), dv.stride(), *common, *dims, **ops.flags(), **blocks, **fixed)
+
     dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
     dbias_bufs, dbias_args = [], []
     for i in range(MAX_BIASES):
@@ -261,24 +306,11 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
             dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
         else:  # unused; a scratch word, since tuning zeroes these arguments
             dbias_args += [q.new_zeros(1, dtype=torch.float32), NO_STRIDES]
-    # dQ is summed over key blocks with atomics: in its own buffer when that is float32, else in a float32
-    # scratch for a chunk of leading indices at a time, then rounded into dQ
-    dq_rows = dq.view(n_lead, ops.LQ, ops.C)
-    in_place = dq.dtype == torch.float32
-    chunk = n_lead if in_place else max(1, min(n_lead, DQ_SCRATCH_BYTES // (ops.LQ * ops.C * 4)))
-    scratch = dq_rows if in_place else dq.new_empty(chunk, ops.LQ, ops.C, dtype=torch.float32)
-    kernel, fixed = launcher(q, _bwd_kernel, _bwd_tuned)
-    for first in range(0, n_lead, chunk):
-        count = min(chunk, n_lead - first)
-        acc = scratch[:count].zero_()
-        kernel[grid_over(count, ops.LK, "BLOCK_K")](
-            ops.q, ops.k, ops.v, do_pre, stats, delta, acc, dk, dv,
-            ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st,
-            dk.stride(), dv.stride(), *ops.logit_args(), *dbias_args,
-            lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5, first,
-            **ops.flags(), **channel_blocks(q, ops.C, ops.CV), **fixed)
-        if not in_place:
-            dq_rows[first:first + count].copy_(acc)
+    kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
+    kernel[grid_over(n_lead, ops.LQ, "BLOCK_Q")](
+        ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
+        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
+        *common, *dbias_args, *dims, **ops.flags(), **blocks, **fixed)
 
     if has_gate:
         _gate_grad_kernel[elementwise_grid](
