@@ -1,4 +1,4 @@
-"""The triangle update's Triton kernels compile for an H100 (sm_90) within its shared memory, on CPU.
+"""The Triton kernels compile for an H100 (sm_90) within its shared memory, on CPU.
 
 Triton compiles for a named GPU target without a GPU, so CI catches launch settings whose software
 pipelining or tiles need more shared memory than a Hopper SM has (the stage-1 backward once asked for
@@ -9,14 +9,14 @@ differ; the GPU tests (`pytest -m gpu`) remain the check of the kernels themselv
 """
 
 import pytest
+import torch
 import triton
-from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fastfold.kernels import triton_triangle
+from fastfold.kernels import offline, triton_attention, triton_attention_bwd, triton_triangle
 
-HOPPER = GPUTarget("cuda", 90, 32)
-SHARED_MEMORY = 232448  # bytes per block on an H100 (227 KiB)
+HOPPER = offline.HOPPER
+SHARED_MEMORY = offline.HOPPER_SHARED_MEMORY
 VECTORS = {"ln_w", "ln_b", "bl", "br", "blg", "brg", "bg", "c_w", "c_b", "bo", "sums_ptr"}  # float32
 CZ = C = 128
 
@@ -52,3 +52,30 @@ def test_triangle_kernel_fits_hopper_shared_memory(name, dtype):
     compiled = triton.compile(source, target=HOPPER, options=options)
     assert compiled.metadata.shared <= SHARED_MEMORY, \
         f"{name} ({dtype}) needs {compiled.metadata.shared} bytes of shared memory"
+
+
+ATTENTION_TILES = [(name, tiles) for name, tile_set in (("_fwd_kernel", triton_attention.FWD_TILES),
+                                                         ("_bwd_kv_kernel", triton_attention_bwd.KV_TILES),
+                                                         ("_bwd_q_kernel", triton_attention_bwd.Q_TILES))
+                   for tiles in tile_set]
+N_RES = 100  # a partial key block: both the full-block and the bounds-checked code are compiled
+
+
+@pytest.mark.parametrize("name, tiles", ATTENTION_TILES)
+def test_attention_tiles_fit_hopper_shared_memory(name, tiles):
+    """Every autotuning setting of the 16-bit attention kernels compiles for sm_90, as the JIT specialises
+    the wrappers' launches, within Hopper's shared memory."""
+    launches = offline.attention_launches({name: tiles}, torch.bfloat16, N_RES)
+    (launch,) = [launch for launch in launches if launch.name == name]
+    shared = offline.compile_launch(launch).metadata.shared
+    assert shared <= SHARED_MEMORY, f"{name} {tiles} needs {shared} bytes"
+
+
+def test_attention_float32_kernels_compile():
+    """Float32 with exact products: every attention kernel, with the fixed float32 tiles."""
+    launches = offline.attention_launches({}, torch.float32, N_RES)
+    assert {launch.name for launch in launches} == {"_fwd_kernel", "_bwd_pre_kernel", "_bwd_kv_kernel",
+                                                    "_bwd_q_kernel", "_gate_grad_kernel"}
+    for launch in launches:
+        shared = offline.compile_launch(launch).metadata.shared
+        assert shared <= SHARED_MEMORY, f"{launch.name} needs {shared} bytes"

@@ -1,0 +1,142 @@
+"""The attention wrappers' Triton launches compiled for a GPU on a machine without one.
+
+Triton compiles for a named target without a GPU, and the JIT's own specialisation (integer arguments
+equal to 1 or divisible by 16, aligned pointers) can be applied to recorded launch arguments, so the
+code an H100 would run can be inspected on CPU: its shared memory, whether it compiles with the
+installed Triton at all, and its SASS (``nvdisasm`` ships with Triton). ``scripts/kernel_sass.py``
+reports the instruction mix of each kernel's inner loop from it; ``tests/test_kernels_compile.py``
+checks every tile setting compiles within Hopper's shared memory.
+
+This reaches into ``triton.runtime.jit`` (the binder that specialises arguments); it is a development
+tool, not used by the model.
+"""
+
+import collections
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
+from fastfold.kernels import triton_attention, triton_attention_bwd
+
+HOPPER = GPUTarget("cuda", 90, 32)
+HOPPER_SHARED_MEMORY = 232448  # bytes per block on an H100 (227 KiB)
+
+
+@dataclass
+class Launch:
+    """One recorded kernel launch: the JIT function, its arguments and launch settings."""
+
+    kernel: triton.runtime.jit.JITFunction
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.kernel.fn.__name__
+
+
+class _Recorder:
+    """Stands in for ``kernel[grid]``: records the launch (with ``settings`` added) instead of running it."""
+
+    def __init__(self, kernel, settings: dict, launches: list):
+        self.kernel, self.settings, self.launches = kernel, settings, launches
+
+    def __getitem__(self, grid):
+        def record(*args, **kwargs):
+            self.launches.append(Launch(self.kernel, args, {**kwargs, **self.settings}))
+        return record
+
+
+@contextlib.contextmanager
+def recorded_attention_launches(tiles: dict):
+    """Within the block the attention wrappers record their launches (yielded list) instead of running.
+
+    ``tiles`` maps a kernel name to its ``(BLOCK_Q, BLOCK_K, num_warps, num_stages)``, the settings an
+    autotuned launch would pick; kernels not named get ``triton_attention.FP32_TILES``. Call the wrappers
+    with CPU tensors of the shapes and dtypes to inspect.
+    """
+    launches = []
+
+    def launcher(q, kernel, tuned):
+        bq, bk, warps, stages = tiles.get(kernel.fn.__name__, triton_attention.FP32_TILES)
+        # FAST_EXP as on a GPU (the wrappers set it from the CPU tensors' device)
+        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True)
+        return _Recorder(kernel, settings, launches), {}
+
+    patched = [(triton_attention, "launcher", launcher), (triton_attention_bwd, "launcher", launcher)]
+    for name in ("_bwd_pre_kernel", "_gate_grad_kernel"):  # launched directly, without tiles to choose
+        patched.append((triton_attention_bwd, name, _Recorder(getattr(triton_attention_bwd, name), {},
+                                                              launches)))
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    try:
+        for module, name, value in patched:
+            setattr(module, name, value)
+        yield launches
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def attention_launches(tiles: dict, dtype: torch.dtype, n: int, heads: int = 8, c: int = 32) -> list:
+    """The launches of one attention forward and backward on an MSA-row-like case (2 rows, a pair bias
+    shared by the rows, a per-key mask, a gate; ``n`` queries and keys), tiles as in
+    :func:`recorded_attention_launches`."""
+    q, k, v, gate = (torch.randn(1, 2, heads, n, c, dtype=dtype) for _ in range(4))
+    bias = torch.randn(1, 1, heads, n, n, dtype=dtype)
+    mask = torch.rand(1, 2, 1, 1, n) > 0.1
+    with recorded_attention_launches(tiles) as launches:
+        out, stats = triton_attention.attention_forward(q, k, v, [bias], mask, gate, save_stats=True)
+        grad = torch.randn_like(out)
+        triton_attention_bwd.attention_backward(grad, q, k, v, [bias], mask, gate, out, stats)
+    return launches
+
+
+def compile_launch(launch: Launch, target: GPUTarget = HOPPER):
+    """Compile a recorded launch for ``target`` as the JIT would specialise it; a ``CompiledKernel``."""
+    backend = make_backend(target)
+    binder = create_function_from_signature(launch.kernel.signature, launch.kernel.params, backend)
+    kwargs = dict(launch.kwargs)
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_warps", "num_stages")}
+    bound, specialization, _ = binder(*launch.args, **kwargs)
+    _, signature, constexprs, attrs = launch.kernel._pack_args(backend, options, bound, specialization, {})
+    return triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=target,
+                          options=options)
+
+
+def sass(compiled) -> str:
+    """The SASS of a compiled kernel (Triton's ``nvdisasm``)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        return subprocess.run([tool, "-c", cubin.name], capture_output=True, text=True, check=True).stdout
+
+
+def loop_mix(text: str) -> list:
+    """The loops of a SASS listing (a backward branch to an earlier label): ``(instructions, opcode
+    counts)`` each, predication and modifiers dropped (``@P0 FMUL.FTZ`` counts as ``FMUL``)."""
+    labels, instructions = {}, []
+    for line in text.splitlines():
+        label = re.match(r"^(\.L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(instructions)
+        instruction = re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?);", line)
+        if instruction:
+            instructions.append(instruction.group(1).strip())
+    loops = []
+    for end, instruction in enumerate(instructions):
+        target = re.search(r"BRA\s+`?\(?(\.L_x_\d+)", instruction)
+        if target and labels.get(target.group(1), end + 1) <= end:
+            body = instructions[labels[target.group(1)]:end + 1]
+            opcodes = (re.sub(r"^@!?U?P\w+\s+", "", b).split()[0].split(".")[0] for b in body)
+            loops.append((len(body), collections.Counter(opcodes)))
+    return loops
