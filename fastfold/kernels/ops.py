@@ -2,7 +2,9 @@
 
 Custom ops are opaque to ``torch.compile``, which traces around them (their fake implementations give
 it shapes and dtypes) instead of into the Triton launch code. Each forward op returns what its backward
-op needs; the public functions here return only the result.
+op needs; the public functions here return only the result. In eager mode the public functions run the
+ops' implementations directly, through one plain autograd function (:class:`_Eager`) with the same
+backward when a gradient is needed: the dispatcher's share of a small launch's host time is saved.
 """
 
 
@@ -23,22 +25,76 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _call(op, impl, *args, grad: bool):
-    """``op(*args)`` when autograd (``grad``) or ``torch.compile`` needs the custom op, else ``impl(*args)``,
-    the op's own implementation called directly: the same kernels without the dispatcher's ~40 us of host
-    time per call, which bounds small launches (inference)."""
-    if grad or torch.compiler.is_compiling():
+_IMPLEMENTATIONS = {}  # custom op -> the function it wraps, which eager calls run directly
+_AUTOGRAD = {}  # custom op -> (setup_context, backward), for _Eager
+
+
+def _custom_op(name: str, impl):
+    """A ``torch.library`` custom op wrapping ``impl``; ``impl`` is kept for :func:`_call`."""
+    op = torch.library.custom_op(name, mutates_args=())(impl)
+    _IMPLEMENTATIONS[op] = impl
+    return op
+
+
+def _register(op, backward, setup) -> None:
+    """Register ``op``'s autograd (used under torch.compile) and keep it for eager mode (:class:`_Eager`)."""
+    op.register_autograd(backward, setup_context=setup)
+    _AUTOGRAD[op] = (setup, backward)
+
+
+def _call(op, *args, grad: bool):
+    """``op(*args)`` under ``torch.compile``; in eager mode the op's own implementation, through
+    :class:`_Eager` when ``grad`` is needed. The same kernels and backward, without the dispatcher and the
+    custom op's autograd wrapping: those cost ~400 us of host time per forward and backward, more than the
+    kernels of a small attention or LayerNorm take."""
+    if torch.compiler.is_compiling():
         return op(*args)
-    return impl(*args)
+    if not grad:
+        return _IMPLEMENTATIONS[op](*args)
+    lengths = tuple(len(a) if isinstance(a, list) else -1 for a in args)  # list arguments are flattened
+    flat = [t for a in args for t in (a if isinstance(a, list) else [a])]
+    return _Eager.apply(op, lengths, *flat)
+
+
+def _backward_op(ctx, op, *args):
+    """A backward op from a registered backward: its implementation under :class:`_Eager`, the op itself
+    when the custom op's own autograd runs it (possibly traced, on fake tensors)."""
+    return _IMPLEMENTATIONS[op](*args) if getattr(ctx, "eager", False) else op(*args)
+
+
+class _Eager(torch.autograd.Function):
+    """A registered custom op's forward, setup_context and backward as a plain autograd function."""
+
+    @staticmethod
+    def forward(ctx, op, lengths, *flat):
+        args, rest = [], list(flat)
+        for length in lengths:
+            args.append(rest.pop(0) if length < 0 else [rest.pop(0) for _ in range(length)])
+        setup, backward = _AUTOGRAD[op]
+        output = _IMPLEMENTATIONS[op](*args)
+        setup(ctx, tuple(args), output)
+        ctx.eager = True
+        ctx.backward_fn, ctx.lengths = backward, lengths
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        grad_args = ctx.backward_fn(ctx, *grads)
+        flat = []
+        for length, grad in zip(ctx.lengths, grad_args, strict=True):
+            flat += [grad] if length < 0 else list(grad) if grad is not None else [None] * length
+        return None, None, *flat
 
 
 # --- attention ----------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastfold::attention_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor], mask: Tensor | None,
+def _attention_fwd_impl(q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor], mask: Tensor | None,
                    gate: Tensor | None, save_stats: bool) -> tuple[Tensor, Tensor]:
     return triton_attention.attention_forward(q, k, v, biases, mask, gate, save_stats)
+
+
+_attention_fwd = _custom_op("fastfold::attention_fwd", _attention_fwd_impl)
 
 
 @_attention_fwd.register_fake
@@ -52,12 +108,14 @@ def _(q, k, v, biases, mask, gate, save_stats):
     return out, q.new_empty(*lead, q.shape[-2], 2, dtype=torch.float32)
 
 
-@torch.library.custom_op("fastfold::attention_bwd", mutates_args=())
-def _attention_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor],
-                   mask: Tensor | None, gate: Tensor | None, out: Tensor, stats: Tensor) -> list[Tensor]:
+def _attention_bwd_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, biases: list[Tensor],
+                        mask: Tensor | None, gate: Tensor | None, out: Tensor, stats: Tensor) -> list[Tensor]:
     dq, dk, dv, dbiases, dgate = triton_attention_bwd.attention_backward(
         grad_out, q, k, v, biases, mask, gate, out, stats)
     return [dq, dk, dv, *dbiases] + ([dgate] if dgate is not None else [])
+
+
+_attention_bwd = _custom_op("fastfold::attention_bwd", _attention_bwd_impl)
 
 
 @_attention_bwd.register_fake
@@ -75,14 +133,14 @@ def _attention_setup(ctx, inputs, output):
 
 def _attention_backward(ctx, grad_out, _grad_stats):
     q, k, v, mask, gate, out, stats, *biases = ctx.saved_tensors
-    grads = _attention_bwd(grad_out, q, k, v, biases, mask, gate, out, stats)
+    grads = _backward_op(ctx, _attention_bwd, grad_out, q, k, v, biases, mask, gate, out, stats)
     dq, dk, dv = grads[:3]
     dbiases = grads[3:3 + ctx.num_biases]
     dgate = grads[-1] if ctx.has_gate else None
     return dq, dk, dv, dbiases, None, dgate, None
 
 
-_attention_fwd.register_autograd(_attention_backward, setup_context=_attention_setup)
+_register(_attention_fwd, _attention_backward, _attention_setup)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = None,
@@ -100,16 +158,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = 
             tail = tail + bias.float()
         biases = biases[:keep] + [tail]
     save_stats = _needs_grad(q, k, v, gate, *biases)
-    return _call(_attention_fwd, triton_attention.attention_forward, q, k, v, biases, mask, gate, save_stats,
-                 grad=save_stats)[0]
+    return _call(_attention_fwd, q, k, v, biases, mask, gate, save_stats, grad=save_stats)[0]
 
 
 # --- softmax ------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastfold::softmax_fwd", mutates_args=())
-def _softmax_fwd(x: Tensor, bias: Tensor | None, mask: Tensor | None) -> Tensor:
+def _softmax_fwd_impl(x: Tensor, bias: Tensor | None, mask: Tensor | None) -> Tensor:
     return triton_softmax.softmax_forward(x, bias, mask)
+
+
+_softmax_fwd = _custom_op("fastfold::softmax_fwd", _softmax_fwd_impl)
 
 
 @_softmax_fwd.register_fake
@@ -117,9 +176,11 @@ def _(x, bias, mask):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("fastfold::softmax_bwd", mutates_args=())
-def _softmax_bwd(grad_y: Tensor, y: Tensor) -> Tensor:
+def _softmax_bwd_impl(grad_y: Tensor, y: Tensor) -> Tensor:
     return triton_softmax.softmax_backward(grad_y, y)
+
+
+_softmax_bwd = _custom_op("fastfold::softmax_bwd", _softmax_bwd_impl)
 
 
 @_softmax_bwd.register_fake
@@ -137,27 +198,30 @@ def _softmax_setup(ctx, inputs, output):
 
 def _softmax_backward(ctx, grad_y):
     (y,) = ctx.saved_tensors
-    dx = _softmax_bwd(grad_y, y)
+    dx = _backward_op(ctx, _softmax_bwd, grad_y, y)
     dbias = None
     if ctx.bias_shape is not None:
         dbias = dx.float().sum_to_size(ctx.bias_shape).to(ctx.bias_dtype)
     return dx, dbias, None
 
 
-_softmax_fwd.register_autograd(_softmax_backward, setup_context=_softmax_setup)
+_register(_softmax_fwd, _softmax_backward, _softmax_setup)
 
 
 def softmax(x: Tensor, bias: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
     """Fused ``softmax(x + mask bias + bias)``; as :func:`fastfold.kernels.softmax.softmax_torch`."""
-    return _call(_softmax_fwd, triton_softmax.softmax_forward, x, bias, mask, grad=_needs_grad(x, bias))
+    return _call(_softmax_fwd, x, bias, mask, grad=_needs_grad(x, bias))
 
 
 # --- layer norm ---------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastfold::layer_norm_fwd", mutates_args=())
-def _layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _layer_norm_fwd_impl(x: Tensor, weight: Tensor, bias: Tensor,
+                         eps: float) -> tuple[Tensor, Tensor, Tensor]:
     return triton_layer_norm.layer_norm_forward(x, weight, bias, eps)
+
+
+_layer_norm_fwd = _custom_op("fastfold::layer_norm_fwd", _layer_norm_fwd_impl)
 
 
 @_layer_norm_fwd.register_fake
@@ -167,9 +231,12 @@ def _(x, weight, bias, eps):
     return torch.empty_like(x), stats, torch.empty_like(stats)
 
 
-@torch.library.custom_op("fastfold::layer_norm_bwd", mutates_args=())
-def _layer_norm_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor) -> list[Tensor]:
+def _layer_norm_bwd_impl(grad_y: Tensor, x: Tensor, weight: Tensor, mean: Tensor,
+                         rstd: Tensor) -> list[Tensor]:
     return list(triton_layer_norm.layer_norm_backward(grad_y, x, weight, mean, rstd))
+
+
+_layer_norm_bwd = _custom_op("fastfold::layer_norm_bwd", _layer_norm_bwd_impl)
 
 
 @_layer_norm_bwd.register_fake
@@ -186,16 +253,16 @@ def _layer_norm_setup(ctx, inputs, output):
 
 def _layer_norm_backward(ctx, grad_y, _grad_mean, _grad_rstd):
     x, weight, mean, rstd = ctx.saved_tensors
-    dx, dweight, dbias = _layer_norm_bwd(grad_y, x, weight, mean, rstd)
+    dx, dweight, dbias = _backward_op(ctx, _layer_norm_bwd, grad_y, x, weight, mean, rstd)
     return dx, dweight, dbias.to(ctx.bias_dtype), None
 
 
-_layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_norm_setup)
+_register(_layer_norm_fwd, _layer_norm_backward, _layer_norm_setup)
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Fused LayerNorm over the last dimension; as :func:`fastfold.kernels.layer_norm.layer_norm`."""
-    return _call(_layer_norm_fwd, triton_layer_norm.layer_norm_forward, x, weight, bias, eps,
+    return _call(_layer_norm_fwd, x, weight, bias, eps,
                  grad=_needs_grad(x, weight, bias))[0]
 
 
@@ -209,8 +276,7 @@ def _triangle_projections_impl(pair: Tensor, mask: Tensor,
     return triton_triangle.projections_forward(pair, mask, TriangleProjectionWeights(*weights))
 
 
-_triangle_projections = torch.library.custom_op("fastfold::triangle_projections", mutates_args=())(
-    _triangle_projections_impl)
+_triangle_projections = _custom_op("fastfold::triangle_projections", _triangle_projections_impl)
 
 
 @_triangle_projections.register_fake
@@ -220,12 +286,14 @@ def _(pair, mask, weights):
     return edge, torch.empty_like(edge), torch.empty_like(pair)
 
 
-@torch.library.custom_op("fastfold::triangle_projections_bwd", mutates_args=())
-def _triangle_projections_bwd(grad_left: Tensor, grad_right: Tensor, grad_gate: Tensor, pair: Tensor,
+def _triangle_projections_bwd_impl(grad_left: Tensor, grad_right: Tensor, grad_gate: Tensor, pair: Tensor,
                               mask: Tensor, weights: list[Tensor]) -> list[Tensor]:
     grad_pair, grad_weights = triton_triangle.projections_backward(
         grad_left, grad_right, grad_gate, pair, mask, TriangleProjectionWeights(*weights))
     return [grad_pair, *grad_weights]
+
+
+_triangle_projections_bwd = _custom_op("fastfold::triangle_projections_bwd", _triangle_projections_bwd_impl)
 
 
 @_triangle_projections_bwd.register_fake
@@ -240,19 +308,19 @@ def _triangle_projections_setup(ctx, inputs, output):
 
 def _triangle_projections_backward(ctx, grad_left, grad_right, grad_gate):
     pair, mask, *weights = ctx.saved_tensors
-    grads = _triangle_projections_bwd(grad_left, grad_right, grad_gate, pair, mask, weights)
+    grads = _backward_op(ctx, _triangle_projections_bwd, grad_left, grad_right, grad_gate, pair, mask,
+                         weights)
     grad_pair, *grad_weights = grads
     return grad_pair, None, grad_weights
 
 
-_triangle_projections.register_autograd(_triangle_projections_backward,
-                                        setup_context=_triangle_projections_setup)
+_register(_triangle_projections, _triangle_projections_backward, _triangle_projections_setup)
 
 
 def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjectionWeights) -> tuple:
     """Fused stage 1; as :func:`triangle_projections_torch` (left and right are channel-major views)."""
     weights = [t.contiguous() for t in weights]
-    left, right, gate = _call(_triangle_projections, _triangle_projections_impl, pair, mask, weights,
+    left, right, gate = _call(_triangle_projections, pair, mask, weights,
                               grad=_needs_grad(pair, *weights))
     return left.movedim(-3, -1), right.movedim(-3, -1), gate
 
@@ -261,8 +329,7 @@ def _triangle_output_impl(product: Tensor, gate: Tensor, weights: list[Tensor]) 
     return triton_triangle.output_forward(product, gate, TriangleOutputWeights(*weights))
 
 
-_triangle_output = torch.library.custom_op("fastfold::triangle_output", mutates_args=())(
-    _triangle_output_impl)
+_triangle_output = _custom_op("fastfold::triangle_output", _triangle_output_impl)
 
 
 @_triangle_output.register_fake
@@ -270,11 +337,14 @@ def _(product, gate, weights):
     return product.new_empty(*product.shape[:-1], gate.shape[-1])
 
 
-@torch.library.custom_op("fastfold::triangle_output_bwd", mutates_args=())
-def _triangle_output_bwd(grad: Tensor, product: Tensor, gate: Tensor, weights: list[Tensor]) -> list[Tensor]:
+def _triangle_output_bwd_impl(grad: Tensor, product: Tensor, gate: Tensor,
+                              weights: list[Tensor]) -> list[Tensor]:
     grad_product, grad_gate, grad_weights = triton_triangle.output_backward(
         grad, product, gate, TriangleOutputWeights(*weights))
     return [grad_product, grad_gate, *grad_weights]
+
+
+_triangle_output_bwd = _custom_op("fastfold::triangle_output_bwd", _triangle_output_bwd_impl)
 
 
 @_triangle_output_bwd.register_fake
@@ -291,15 +361,16 @@ def _triangle_output_setup(ctx, inputs, output):
 
 def _triangle_output_backward(ctx, grad):
     product, gate, *weights = ctx.saved_tensors
-    grad_product, grad_gate, *grad_weights = _triangle_output_bwd(grad, product, gate, weights)
+    grad_product, grad_gate, *grad_weights = _backward_op(ctx, _triangle_output_bwd, grad, product, gate,
+                                                          weights)
     return grad_product.movedim(-3, -1), grad_gate, grad_weights  # channel-major, as stage 2 consumes it
 
 
-_triangle_output.register_autograd(_triangle_output_backward, setup_context=_triangle_output_setup)
+_register(_triangle_output, _triangle_output_backward, _triangle_output_setup)
 
 
 def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeights) -> Tensor:
     """Fused stage 3; as :func:`triangle_output_torch`."""
     weights = [t.contiguous() for t in weights]
-    return _call(_triangle_output, _triangle_output_impl, product, gate, weights,
+    return _call(_triangle_output, product, gate, weights,
                  grad=_needs_grad(product, gate, *weights))

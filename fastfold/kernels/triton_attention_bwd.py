@@ -279,13 +279,13 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     if has_gate:
         do_pre = dgate if dgate.dtype == q.dtype else torch.empty_like(dout, dtype=q.dtype)
     gate_args = (ops.gate, ops.gate.stride()) if has_gate else (dout, NO_STRIDES)
-    elementwise = dict(BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=channel_blocks(q, ops.C, ops.CV)["BLOCK_CV"])
+    blocks = channel_blocks(q, ops.C, ops.CV)
+    elementwise = dict(BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])
     elementwise_grid = (n_lead * triton.cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)
     _bwd_pre_kernel[elementwise_grid](
         dout, out, gate_args[0], do_pre, delta, dout.stride(), out.stride(), gate_args[1], do_pre.stride(),
         d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate, **elementwise)
 
-    blocks = channel_blocks(q, ops.C, ops.CV)
     common = (*ops.logit_args(),)
     dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
     dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
@@ -298,6 +298,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
     dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
     dbias_bufs, dbias_args = [], []
+    unused = q.new_zeros(1, dtype=torch.float32) if len(biases) < MAX_BIASES else None
     for i in range(MAX_BIASES):
         if i < len(biases):
             own = ops.canon.own_shape(3 + i)
@@ -305,7 +306,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
             dbias_bufs.append(db)
             dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
         else:  # unused; a scratch word, since tuning zeroes these arguments
-            dbias_args += [q.new_zeros(1, dtype=torch.float32), NO_STRIDES]
+            dbias_args += [unused, NO_STRIDES]
     kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
     kernel[grid_over(n_lead, ops.LQ, "BLOCK_Q")](
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
