@@ -67,9 +67,8 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, op, lengths, *flat):
-        args, rest = [], list(flat)
-        for length in lengths:
-            args.append(rest.pop(0) if length < 0 else [rest.pop(0) for _ in range(length)])
+        leaves = iter(flat)
+        args = [next(leaves) if length < 0 else [next(leaves) for _ in range(length)] for length in lengths]
         setup, backward = _AUTOGRAD[op]
         output = _IMPLEMENTATIONS[op](*args)
         setup(ctx, tuple(args), output)
