@@ -18,7 +18,7 @@ bf16): one off by more than ``TOLERANCE`` is marked MISMATCH in its cell, left o
 makes the script exit with status 1 after printing the tables. A peer that cannot run a case says why in
 its cell ("n/a: ...", "not installed (...)"). External peers come from ``scripts/install_peers.sh``.
 
-Usage: ``python scripts/benchmark_kernels.py [--quick] [--only attention|triangle|layer_norm]
+Usage: ``python scripts/benchmark_kernels.py [--quick] [--cases I ...] [--only attention|triangle|layer_norm]
 [--skip NAME ...] [--markdown PATH]``.
 """
 
@@ -297,6 +297,9 @@ def _table(header, rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two attention cases only")
+    parser.add_argument("--cases", nargs="+", type=int, metavar="I",
+                        help=f"only these attention cases (indices into CASES, 0-{len(CASES) - 1}), e.g. to "
+                             "finish a table in a second call")
     parser.add_argument("--no-flex", action="store_true", help="leave FlexAttention out (slow to compile)")
     parser.add_argument("--skip", nargs="+", default=[], choices=sorted(set(ATTENTION) | set(TRIANGLE)),
                         metavar="NAME", help="leave these implementations out: %(choices)s")
@@ -306,6 +309,8 @@ def main():
     skip = set(args.skip) | ({"flex"} if args.no_flex else set())
     skip -= {"fastfold", "naive", "twin"}  # ours and the references of the checks stay
     cases = CASES[1:2] + CASES[7:8] if args.quick else CASES
+    if args.cases:
+        cases = [CASES[i] for i in args.cases]
     torch.manual_seed(0)
     props = torch.cuda.get_device_properties(0)
     env = (f"{props.name}, torch {torch.__version__}, Triton {triton.__version__}, "
