@@ -136,16 +136,14 @@ def triangle_projection_parts(pair: torch.Tensor, mask: torch.Tensor, weights: T
                               parts: tuple) -> tuple:
     """The ``parts`` (names among "left", "right", "gate") of :func:`triangle_projections`, in that order.
 
-    Without a gradient to compute, the Triton kernel computes only those (DAP inference starts gathering
-    ``right`` before ``left`` and the gate exist); otherwise all three are computed, the others dropped.
+    Without a gradient to compute, the Triton kernel computes only those (see
+    :func:`fastfold.kernels.ops.triangle_projections`); otherwise all three are computed, the others dropped.
     """
-    if _use_triton(pair) and not torch.is_grad_enabled():
-        from fastfold.kernels import triton_triangle
-        left, right, gate = triton_triangle.projections_forward(
-            pair, mask, TriangleProjectionWeights(*(t.contiguous() for t in weights)), parts)
-        left, right = (t.movedim(-3, -1) if t is not None else None for t in (left, right))
+    if _use_triton(pair):
+        from fastfold.kernels import ops
+        left, right, gate = ops.triangle_projections(pair, mask, weights, parts)
     else:
-        left, right, gate = triangle_projections(pair, mask, weights)
+        left, right, gate = triangle_projections_torch(pair, mask, weights)
     named = dict(left=left, right=right, gate=gate)
     return tuple(named[part] for part in parts)
 

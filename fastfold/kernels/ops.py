@@ -69,16 +69,14 @@ class _Eager(torch.autograd.Function):
     def forward(ctx, op, lengths, *flat):
         leaves = iter(flat)
         args = [next(leaves) if length < 0 else [next(leaves) for _ in range(length)] for length in lengths]
-        setup, backward = _AUTOGRAD[op]
         output = _IMPLEMENTATIONS[op](*args)
-        setup(ctx, tuple(args), output)
-        ctx.eager = True
-        ctx.backward_fn, ctx.lengths = backward, lengths
+        _AUTOGRAD[op][0](ctx, tuple(args), output)  # the op's setup_context
+        ctx.eager, ctx.op, ctx.lengths = True, op, lengths
         return output
 
     @staticmethod
     def backward(ctx, *grads):
-        grad_args = ctx.backward_fn(ctx, *grads)
+        grad_args = _AUTOGRAD[ctx.op][1](ctx, *grads)  # the op's backward
         flat = []
         for length, grad in zip(ctx.lengths, grad_args, strict=True):
             flat += [grad] if length < 0 else list(grad) if grad is not None else [None] * length
@@ -286,7 +284,7 @@ def _(pair, mask, weights):
 
 
 def _triangle_projections_bwd_impl(grad_left: Tensor, grad_right: Tensor, grad_gate: Tensor, pair: Tensor,
-                              mask: Tensor, weights: list[Tensor]) -> list[Tensor]:
+                                   mask: Tensor, weights: list[Tensor]) -> list[Tensor]:
     grad_pair, grad_weights = triton_triangle.projections_backward(
         grad_left, grad_right, grad_gate, pair, mask, TriangleProjectionWeights(*weights))
     return [grad_pair, *grad_weights]
@@ -316,12 +314,21 @@ def _triangle_projections_backward(ctx, grad_left, grad_right, grad_gate):
 _register(_triangle_projections, _triangle_projections_backward, _triangle_projections_setup)
 
 
-def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjectionWeights) -> tuple:
-    """Fused stage 1; as :func:`triangle_projections_torch` (left and right are channel-major views)."""
+def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjectionWeights,
+                         parts: tuple = triton_triangle.PARTS) -> tuple:
+    """Fused stage 1; as :func:`triangle_projections_torch` (left and right are channel-major views).
+
+    In eager mode without a gradient only ``parts`` are computed (the others are None): DAP inference
+    starts gathering ``right`` before ``left`` and the gate exist.
+    """
     weights = [t.contiguous() for t in weights]
-    left, right, gate = _call(_triangle_projections, pair, mask, weights,
-                              grad=_needs_grad(pair, *weights))
-    return left.movedim(-3, -1), right.movedim(-3, -1), gate
+    grad = _needs_grad(pair, *weights)
+    if grad or torch.compiler.is_compiling():
+        left, right, gate = _call(_triangle_projections, pair, mask, weights, grad=grad)
+    else:
+        left, right, gate = triton_triangle.projections_forward(
+            pair, mask, TriangleProjectionWeights(*weights), parts)
+    return *(t.movedim(-3, -1) if t is not None else None for t in (left, right)), gate
 
 
 def _triangle_output_impl(product: Tensor, gate: Tensor, weights: list[Tensor]) -> Tensor:

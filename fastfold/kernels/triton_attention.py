@@ -46,9 +46,15 @@ def lead_offset(strides, z1, z2, z3):
 
 
 @triton.jit
+def tile_offsets(strides, z1, z2, z3, rows, cols):
+    """Element offsets of a [rows, cols] tile of a [Z1, Z2, Z3, R, C] strided operand."""
+    return lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
+
+
+@triton.jit
 def load_tile(ptr, strides, z1, z2, z3, rows, cols, valid):
     """Load a [rows, cols] tile (zeros outside ``valid``) of a [Z1, Z2, Z3, R, C] strided operand."""
-    offsets = lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
+    offsets = tile_offsets(strides, z1, z2, z3, rows, cols)
     return tl.load(ptr + offsets, mask=valid, other=0.0)
 
 
@@ -64,14 +70,13 @@ def bounded_tile(ptr, strides, z1, z2, z3, rows, cols, row_valid, col_valid,
     elif CHECK_COLS:
         return load_tile(ptr, strides, z1, z2, z3, rows, cols, col_valid[None, :])
     else:
-        offsets = lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
-        return tl.load(ptr + offsets)
+        return tl.load(ptr + tile_offsets(strides, z1, z2, z3, rows, cols))
 
 
 @triton.jit
 def store_tile(ptr, strides, z1, z2, z3, rows, cols, value, valid):
     """Store a [rows, cols] tile of a [Z1, Z2, Z3, R, C] strided output, cast to its dtype."""
-    offsets = lead_offset(strides, z1, z2, z3) + rows[:, None] * strides[3] + cols[None, :] * strides[4]
+    offsets = tile_offsets(strides, z1, z2, z3, rows, cols)
     tl.store(ptr + offsets, value.to(ptr.dtype.element_ty), mask=valid)
 
 

@@ -39,6 +39,7 @@ from fastfold.kernels.triton_attention import (
     query_tile,
     split_pid,
     store_tile,
+    tile_offsets,
     tiles,
 )
 
@@ -150,7 +151,7 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
 @triton.jit
 def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: tl.constexpr):
     """Add a dS tile to a bias gradient with float32 atomics (bounds-checked unless ``FULL``)."""
-    offsets = lead_offset(db_st, z1, z2, z3) + rows[:, None] * db_st[3] + offs_k[None, :] * db_st[4]
+    offsets = tile_offsets(db_st, z1, z2, z3, rows, offs_k)
     if FULL:
         tl.atomic_add(db_ptr + offsets, ds, sem="relaxed")
     else:

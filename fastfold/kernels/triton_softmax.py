@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid
+from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid, store_tile
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views
 
 MAX_ROW = 32768  # longest row held in one tile
@@ -34,8 +34,7 @@ def _softmax_fwd_kernel(x_ptr, b_ptr, m_ptr, y_ptr, x_st, b_st, m_st, y_st, Z2, 
     x = tl.where((cols < K)[None, :], x, float("-inf"))
     e = tl.exp(x - tl.max(x, 1)[:, None])
     y = e / tl.sum(e, 1)[:, None]
-    offsets = z1 * y_st[0] + z2 * y_st[1] + z3 * y_st[2] + rows[:, None] * y_st[3] + cols[None, :] * y_st[4]
-    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=valid)
+    store_tile(y_ptr, y_st, z1, z2, z3, rows, cols, y, valid)
 
 
 @triton.jit
