@@ -50,7 +50,8 @@ def _leaf(*shape):
 
 def check_attention_msa_row(c: int, n: int) -> None:
     """MSA-row-like: pair bias broadcast over rows, a bias broadcast over heads, key mask, gate; ``n`` keys
-    (a multiple of the interpreter's 16-key tiles or not: the full-tile code and the bounds-checked one)."""
+    (a multiple of the interpreter's 16-key tiles or not: the full-tile code and the bounds-checked one).
+    Then with only biases shared by the rows (the dQ kernel's paired rows)."""
     import torch
 
     from fastfold import kernels
@@ -65,6 +66,11 @@ def check_attention_msa_row(c: int, n: int) -> None:
     _compare(lambda *t: kernels.attention(t[0], t[1], t[2], t[3:5], mask, t[5]),
              lambda *t: attention_torch(t[0], t[1], t[2], t[3:5], mask, t[5]),
              (q, k, v, pair_bias, row_bias, gate), ["q", "k", "v", "pair_bias", "row_bias", "gate"])
+    # every bias shared by the rows: the dQ kernel takes the rows in pairs (3 rows: the last one alone)
+    shared_bias = _leaf(1, 1, 1, n, n)
+    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], t[3:5], mask, t[5]),
+             lambda *t: attention_torch(t[0], t[1], t[2], t[3:5], mask, t[5]),
+             (q, k, v, pair_bias, shared_bias, gate), ["q", "k", "v", "pair_bias", "shared_bias", "gate"])
 
 
 def check_attention_half() -> None:

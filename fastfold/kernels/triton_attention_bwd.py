@@ -11,7 +11,8 @@ With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` 
 - ``_bwd_q_kernel``, over query blocks: recomputes ``S``, ``P`` and ``dS`` and accumulates
   ``dQ = dS K`` (3 tile products), and adds each ``dS`` tile to every bias gradient with float32
   atomics, through stride 0 where the bias is broadcast, so the pair bias's gradient is summed over
-  the MSA rows in place at the bias's own size;
+  the MSA rows in place at the bias's own size; when every bias is shared by the rows, each program
+  takes two rows and adds the sum of their ``dS`` tiles (half the atomics);
 - ``_gate_grad_kernel``: ``d g = dO * out * (1 - sigmoid(g))`` over the ``dO_pre`` buffer.
 
 The gate steps need only the gated output, so the forward pass stores no ungated copy.
@@ -162,12 +163,10 @@ def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: t
 def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                 BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
                 PRECISION: tl.constexpr, FULL: tl.constexpr):
-    """dQ's share of key block ``kb`` (``FULL``: all its keys in bounds), and its dS added to each bias
-    gradient."""
+    """dQ's share of key block ``kb`` (``FULL``: all its keys in bounds) for one row, and its dS tile."""
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
     k = channel_tile(k_ptr, k_st, z1, z2, z3, offs_k, k_valid, offs_c, C, not FULL, EVEN_C)
@@ -178,6 +177,33 @@ def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, C
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    return dq, ds
+
+
+@triton.jit
+def _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, kb, z1, z2, z3, offs_q, offs_c, offs_cv,
+                 LQ, LK, C, CV,
+                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
+                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                 db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
+                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                 ROWS: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                 PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """Key block ``kb`` of the program's ``ROWS`` rows (z2 and, with ``ROWS`` 2, ``z2_b`` weighted by
+    ``weight_b``: 0 for the copy of z2 past the last row): their dQ shares, and the sum of their dS tiles
+    added once to each bias gradient (every bias is broadcast over z2 when ``ROWS`` is 2)."""
+    dq, ds = _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
+                         BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
+    if ROWS == 2:
+        dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, kb, z1, z2_b, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+                                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
+                                 b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
+                                 MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
+        ds += ds_b * weight_b
+    offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_valid = offs_k < LK
     # rows past LQ have dS = 0 exactly: adding them to the clamped row changes nothing
     rows = tl.minimum(offs_q, LQ - 1)
     if NUM_BIAS >= 1:
@@ -186,7 +212,7 @@ def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, C
         _add_bias_grad(db1_ptr, db1_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL)
     if NUM_BIAS >= 3:
         _add_bias_grad(db2_ptr, db2_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL)
-    return dq
+    return dq, dq_b
 
 
 @triton.jit
@@ -196,9 +222,13 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
                   db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                   Z2, Z3, LQ, LK, C, CV, scale,
                   NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                  ROWS: tl.constexpr,
                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
                   EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
-    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+    """dQ and the bias gradients of ``ROWS`` consecutive rows (z2) for one query block: with 2, both rows'
+    dS tiles are summed before the atomics (half of them)."""
+    z1, z2, z3, qb = split_pid(tl.program_id(0), tl.cdiv(Z2, ROWS), Z3, tl.cdiv(LQ, BLOCK_Q))
+    z2 *= ROWS
     offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
@@ -206,22 +236,33 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
     do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
     dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
+    q_b, do_b, dq_b, weight_b, z2_b = q, do, dq, 0.0, z2
+    if ROWS == 2:
+        # the second row, or past the last one a copy of the first that adds nothing (weight 0, not stored)
+        weight_b = (z2 + 1 < Z2).to(tl.float32)
+        z2_b = tl.minimum(z2 + 1, Z2 - 1)
+        q_b = query_tile(q_ptr, q_st, z1, z2_b, z3, rows, offs_c, C, scale, EVEN_C)
+        do_b = channel_tile(do_ptr, do_st, z1, z2_b, z3, rows, rows, offs_cv, CV, False, EVEN_C)
     n_full = LK // BLOCK_K
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
     for i in range(0, n_full):
-        dq = _bwd_q_step(q, do, dq, (i + shift) % n_full, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st,
-                         db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
-                         PRECISION, True)
+        dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, (i + shift) % n_full, z1, z2, z3,
+                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
+                                stats_ptr, stats_st,
+                                d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
+                                MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True)
     if n_full * BLOCK_K < LK:
-        dq = _bwd_q_step(q, do, dq, n_full, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st,
-                         db2_ptr, db2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
-                         PRECISION, False)
-    dq *= scale
-    store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq, (offs_q < LQ)[:, None] & (offs_c < C)[None, :])
+        dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, n_full, z1, z2, z3,
+                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
+                                stats_ptr, stats_st,
+                                d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
+                                MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False)
+    valid = (offs_q < LQ)[:, None] & (offs_c < C)[None, :]
+    store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq * scale, valid)
+    if ROWS == 2:
+        store_tile(dq_ptr, dq_st, z1, z2_b, z3, offs_q, offs_c, dq_b * scale, valid & (z2 + 1 < Z2))
 
 
 # Autotuning sets (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
@@ -310,11 +351,13 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
             dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
         else:  # unused; a scratch word, since tuning zeroes these arguments
             dbias_args += [unused, NO_STRIDES]
+    # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
+    rows = 2 if biases and lead3[1] > 1 and all(b.stride(1) == 0 for b in ops.biases) else 1
     kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
-    kernel[grid_over(n_lead, ops.LQ, "BLOCK_Q")](
+    kernel[grid_over(lead3[0] * triton.cdiv(lead3[1], rows) * lead3[2], ops.LQ, "BLOCK_Q")](
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
         ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
-        *common, *dbias_args, *dims, **ops.flags(), **blocks, **fixed)
+        *common, *dbias_args, *dims, **ops.flags(), ROWS=rows, **blocks, **fixed)
 
     if has_gate:
         _gate_grad_kernel[elementwise_grid](
