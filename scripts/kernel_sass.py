@@ -41,7 +41,9 @@ def main() -> None:
               f"{ {k: kwargs[k] for k in ('BLOCK_Q', 'BLOCK_K', 'num_warps', 'num_stages') if k in kwargs} }")
         if "BLOCK_K" not in kwargs:
             continue
-        per_thread = kwargs["BLOCK_Q"] * kwargs["BLOCK_K"] / (kwargs["num_warps"] * 32)
+        # the dQ kernel may take two rows per program (ROWS): logits per loop step are per program
+        logits = kwargs.get("ROWS", 1) * kwargs["BLOCK_Q"] * kwargs["BLOCK_K"]
+        per_thread = logits / (kwargs["num_warps"] * 32)
         for length, opcodes in offline.loop_mix(offline.sass(compiled)):
             if length > 32:
                 common = ", ".join(f"{op} {count}" for op, count in opcodes.most_common(12))

@@ -247,17 +247,15 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
     for i in range(0, n_full):
         dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, (i + shift) % n_full, z1, z2, z3,
-                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
-                                stats_ptr, stats_st,
-                                d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
+                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr,
+                                stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
+                                b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
                                 MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True)
     if n_full * BLOCK_K < LK:
         dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, n_full, z1, z2, z3,
-                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
-                                stats_ptr, stats_st,
-                                d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
+                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr,
+                                stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
+                                b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
                                 MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False)
     valid = (offs_q < LQ)[:, None] & (offs_c < C)[None, :]
     store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq * scale, valid)
@@ -352,12 +350,13 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         else:  # unused; a scratch word, since tuning zeroes these arguments
             dbias_args += [unused, NO_STRIDES]
     # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
-    rows = 2 if biases and lead3[1] > 1 and all(b.stride(1) == 0 for b in ops.biases) else 1
+    pair_rows = biases and lead3[1] > 1 and all(b.stride(1) == 0 for b in ops.biases)
+    rows_per_program = 2 if pair_rows else 1
     kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
-    kernel[grid_over(lead3[0] * triton.cdiv(lead3[1], rows) * lead3[2], ops.LQ, "BLOCK_Q")](
+    kernel[grid_over(lead3[0] * triton.cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q")](
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
         ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
-        *common, *dbias_args, *dims, **ops.flags(), ROWS=rows, **blocks, **fixed)
+        *common, *dbias_args, *dims, **ops.flags(), ROWS=rows_per_program, **blocks, **fixed)
 
     if has_gate:
         _gate_grad_kernel[elementwise_grid](
