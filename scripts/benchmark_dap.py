@@ -5,12 +5,13 @@ Run under torchrun with 2 processes (``scripts/benchmark_dap.sh`` does everythin
     torchrun --standalone --nproc-per-node 2 scripts/benchmark_dap.py --out OUT
 
 DAP 1 runs on both GPUs at once as two independent replicas (a DP mesh: no collective in the
-model), DAP 2 splits one Evoformer over both. Official widths (C_m 256, C_z 128), float32 with TF32
-matrix products for the timings and without for the equality check, the default kernels (Triton on
-CUDA), inference chunked by ``--subbatch`` rows, training with rematerialisation. DAP 2 with overlap runs
-once per ``--gather-groups`` value (the channel groups of the triangle update's gather of ``right``).
-Prints markdown tables (peak memory of rank 0) and the part of the exposed communication that the
-overlap removes; writes ``OUT/dap_results.json``.
+model), DAP 2 splits one Evoformer over both. Official widths (C_m 256, C_z 128), activations in
+``--dtype`` (float32 with TF32 matrix products, or bfloat16 as AlphaFold's inference runs the trunk) for
+the timings and float32 without TF32 for the equality check, the default kernels (Triton on CUDA),
+inference chunked by ``--subbatch`` rows, training with rematerialisation. DAP 2 with overlap runs once
+per ``--gather-groups`` value (the channel groups of the triangle update's gather of ``right``). Prints
+markdown tables (peak memory of rank 0) and the part of the exposed communication that the overlap
+removes; writes ``OUT/dap_results.json``.
 """
 
 import argparse
@@ -40,11 +41,12 @@ def build(num_blocks: int, subbatch: int, seed: int = 0) -> EvoformerStack:
     return EvoformerStack(cfg.embeddings_and_evoformer, cfg.global_config).cuda()
 
 
-def inputs(num_seq: int, num_res: int, seed: int = 0) -> tuple:
-    """msa [N_seq, N_res, 256], pair [N_res, N_res, 128], masks with a few zeros (first row/column kept)."""
+def inputs(num_seq: int, num_res: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple:
+    """msa [N_seq, N_res, 256], pair [N_res, N_res, 128] in ``dtype``, masks with a few zeros (first
+    row/column kept)."""
     g = torch.Generator(device="cuda").manual_seed(seed)
-    msa = torch.randn(num_seq, num_res, 256, device="cuda", generator=g)
-    pair = torch.randn(num_res, num_res, 128, device="cuda", generator=g)
+    msa = torch.randn(num_seq, num_res, 256, device="cuda", generator=g).to(dtype)
+    pair = torch.randn(num_res, num_res, 128, device="cuda", generator=g).to(dtype)
     msa_mask = (torch.rand(num_seq, num_res, device="cuda", generator=g) > 0.1).float()
     msa_mask[0] = msa_mask[:, 0] = 1.0
     return msa, pair, msa_mask, torch.ones(num_res, num_res, device="cuda")
@@ -172,7 +174,9 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--num-seq", type=int, default=128)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--train-sizes", type=int, nargs="*", default=[256, 512, 1024])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="activations of the timed and profiled steps (the equality check is float32)")
     parser.add_argument("--subbatch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile-size", type=int, default=1024)
@@ -180,6 +184,7 @@ def main() -> None:
     parser.add_argument("--gather-groups", type=int, nargs="+", default=[1, 4],
                         help="channel groups of the triangle update's gather; DAP 2 overlap runs per value")
     options = parser.parse_args()
+    dtype = getattr(torch, options.dtype)
     mesh = init_from_env(dap_size=2)
     meshes = {1: ParallelMesh.from_process_group(1), 2: mesh}
     rank0 = dist.get_rank() == 0
@@ -203,7 +208,7 @@ def main() -> None:
     rows = []
     for train, sizes in ((False, options.sizes), (True, options.train_sizes)):
         for num_res in sizes:
-            args = inputs(options.num_seq, num_res)
+            args = inputs(options.num_seq, num_res, dtype=dtype)
             row = {"mode": "train" if train else "inference", "num_res": num_res}
             for key, dap, overlap, groups in variants:
                 parallelize(model, meshes[dap], overlap=overlap, gather_groups=groups)
@@ -215,7 +220,7 @@ def main() -> None:
                 print(_table_row(row, variants), flush=True)
             del args
     results["rows"] = rows
-    args = inputs(options.num_seq, options.profile_size)
+    args = inputs(options.num_seq, options.profile_size, dtype=dtype)
     results["profile"] = {}
     for key, dap, overlap, groups in variants[1:]:
         name = key.removeprefix("dap2_")  # sync, overlap, overlap_g<G>
@@ -234,7 +239,7 @@ def main() -> None:
         summary.append(f"gather groups {groups}: overlap removes {removes:.0%} of the NCCL time with no "
                        f"compute and {removes_span:.0%} of the span with no compute")
     if options.profile_train_size:
-        args = inputs(options.num_seq, options.profile_train_size)
+        args = inputs(options.num_seq, options.profile_train_size, dtype=dtype)
         for dap in (1, 2):
             results["profile"][f"train_dap{dap}"] = profile(parallelize(model, meshes[dap]), args,
                                                             f"train_dap{dap}", True, options.out)

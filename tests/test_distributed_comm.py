@@ -19,6 +19,7 @@ from fastfold.distributed import (
     ParallelMesh,
     all_gather,
     all_to_all,
+    exchange,
     init_from_env,
     pad_to_multiple,
     reduce_scatter,
@@ -26,6 +27,7 @@ from fastfold.distributed import (
     spawn,
     start_all_gather,
     start_all_to_all,
+    start_exchange,
     unpad,
     wait,
 )
@@ -54,7 +56,8 @@ def _slice(t: torch.Tensor, dim: int, mesh: ParallelMesh) -> torch.Tensor:
 
 
 def _check_collectives(mesh: ParallelMesh) -> None:
-    """Forward and backward of scatter, all_gather, reduce_scatter and all_to_all, sync and async."""
+    """Forward and backward of scatter, all_gather, reduce_scatter, all_to_all and exchange, sync and
+    async."""
     n, seed = mesh.dap_size, 100 * mesh.dp_rank
     whole = _random(seed, 2, 2 * n, 3 * n, 3)  # [B, A, B', C], divisible along A and B'
     weight = _random(seed + 1, *whole.shape)  # loss = sum(out * weight) / n on every process
@@ -101,6 +104,19 @@ def _check_collectives(mesh: ParallelMesh) -> None:
         _close(all_to_all(columns, ROWS, COLUMNS, mesh), x, f"{name} all_to_all round trip")
         (all_gather(columns, COLUMNS, mesh) * weight).sum().div(n).backward()
         _close(x.grad, _slice(weight, ROWS, mesh), f"{name} all_to_all backward")
+
+    # exchange: piece (r, s) from rank r to rank s; every process's loss weighs what it receives
+    ranks = [r for r in range(n) if r != mesh.dap_rank]
+
+    def piece(sender, receiver, offset):
+        return _random(seed + offset + sender * n + receiver, 2, 3)
+
+    for name in ("sync", "async"):
+        x = torch.stack([piece(mesh.dap_rank, r, 50) for r in ranks]).requires_grad_()
+        received = exchange(x, mesh) if name == "sync" else wait(start_exchange(x, mesh))
+        _close(received, torch.stack([piece(r, mesh.dap_rank, 50) for r in ranks]), f"{name} exchange")
+        (received * torch.stack([piece(r, mesh.dap_rank, 80) for r in ranks])).sum().backward()
+        _close(x.grad, torch.stack([piece(mesh.dap_rank, r, 80) for r in ranks]), f"{name} exchange backward")
 
     # uneven sizes: pad, shard, gather, cut
     uneven = _random(seed + 2, 2, 2 * n + 1, 3)

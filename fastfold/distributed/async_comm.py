@@ -22,7 +22,13 @@ from collections.abc import Callable
 
 import torch
 
-from fastfold.distributed.comm import InFlight, launch_all_gather, launch_all_to_all, launch_reduce_scatter
+from fastfold.distributed.comm import (
+    InFlight,
+    launch_all_gather,
+    launch_all_to_all,
+    launch_exchange,
+    launch_reduce_scatter,
+)
 from fastfold.distributed.mesh import ParallelMesh
 
 # (tensor, async_op) -> InFlight
@@ -109,3 +115,15 @@ def start_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: P
         return Pending(None, None, x)
     return Pending(lambda t, async_op: launch_all_to_all(t, scatter_dim, gather_dim, mesh, async_op),
                    lambda g, async_op: launch_all_to_all(g, gather_dim, scatter_dim, mesh, async_op), x)
+
+
+def start_exchange(x: torch.Tensor, mesh: ParallelMesh) -> Pending:
+    """Start :func:`~fastfold.distributed.comm.exchange`: ``[n - 1, ...]`` pieces for the other ranks ->
+    theirs for this rank at :func:`wait`; its backward is the same exchange."""
+    if mesh.dap_size == 1:
+        return Pending(None, None, x)
+
+    def launch(t: torch.Tensor, async_op: bool) -> InFlight:
+        return launch_exchange(t, mesh, async_op)
+
+    return Pending(launch, launch, x)

@@ -143,6 +143,23 @@ def launch_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: 
     return InFlight(work if async_op else None, lambda: _slices_joined(received, gather_dim), send)
 
 
+def launch_exchange(x: torch.Tensor, mesh: ParallelMesh, async_op: bool) -> InFlight:
+    """Start sending ``x[s]`` to the s-th other rank and receiving, in ``result[s]``, what it sends here.
+
+    ``[n - 1, ...] -> [n - 1, ...]``, the other ranks in rank order (this rank skipped: nothing is copied
+    to itself). For partial sums that belong to other ranks' slices, such as the incoming triangle
+    update's sums over a rank's own rows. The exchange is its own adjoint.
+    """
+    me, n = mesh.dap_rank, mesh.dap_size
+    if x.shape[0] != n - 1:
+        raise ValueError(f"exchange: {x.shape[0]} pieces for DAP size {n}, expected {n - 1}")
+    send = x.contiguous()
+    received = torch.empty_like(send)
+    splits = [0 if r == me else 1 for r in range(n)]  # in pieces along dimension 0
+    work = dist.all_to_all_single(received, send, splits, splits, group=mesh.dap_group, async_op=async_op)
+    return InFlight(work if async_op else None, lambda: received, send)
+
+
 class _Scatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, mesh):
@@ -191,6 +208,17 @@ class _AllToAll(torch.autograd.Function):
         return inverse.result(), None, None, None
 
 
+class _Exchange(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mesh):
+        ctx.mesh = mesh
+        return launch_exchange(x, mesh, async_op=False).result()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return launch_exchange(grad, ctx.mesh, async_op=False).result(), None
+
+
 def scatter(x: torch.Tensor, dim: int, mesh: ParallelMesh) -> torch.Tensor:
     """This rank's slice of a replicated tensor: ``[..., L, ...] -> [..., L / n, ...]``.
 
@@ -223,3 +251,11 @@ def all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: Paralle
     ``[*, N_seq / n, N_res, C] -> [*, N_seq, N_res / n, C]``. Backward: the inverse all-to-all.
     """
     return x if mesh.dap_size == 1 else _AllToAll.apply(x, scatter_dim, gather_dim, mesh)
+
+
+def exchange(x: torch.Tensor, mesh: ParallelMesh) -> torch.Tensor:
+    """Piece s of ``x`` to the s-th other rank, its piece for this rank back (see :func:`launch_exchange`).
+
+    ``[n - 1, ...] -> [n - 1, ...]``. Backward: the same exchange of the gradient.
+    """
+    return x if mesh.dap_size == 1 else _Exchange.apply(x, mesh)

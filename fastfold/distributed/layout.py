@@ -78,6 +78,11 @@ class DapLayout:
             return _done(self.gather(x, dim))
         return async_comm.start_all_gather(x, dim, self.mesh)
 
+    def start_exchange(self, x: torch.Tensor) -> async_comm.Pending:
+        if not self.overlap:
+            return _done(comm.exchange(x, self.mesh))
+        return async_comm.start_exchange(x, self.mesh)
+
     def rows_to_columns(self, x: torch.Tensor) -> torch.Tensor:
         return comm.all_to_all(x, COLUMNS, ROWS, self.mesh)
 

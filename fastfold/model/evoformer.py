@@ -165,9 +165,6 @@ class TriangleMultiplication(nn.Module):
                              f"{list(self.EQUATIONS)}")
         self.config = config
         self.outgoing = self.EQUATIONS[config.equation]
-        # Under DAP the pair is sliced along the axis of `left` that carries an output index (rows
-        # for outgoing edges "ikc", columns for incoming edges "kjc"); `right` is gathered along it.
-        self.sharded_dim = -3 if self.outgoing else -2
         self.layout = AxialLayout()
         num_intermediate = config.num_intermediate_channel
         gate_init = final_init(global_config)
@@ -183,12 +180,13 @@ class TriangleMultiplication(nn.Module):
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
         """pair [*, N_res, N_res, C_z], pair_mask [*, N_res, N_res] -> update [*, N_res, N_res, C_z].
 
-        Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` (outgoing) or
-        column slices ``[*, N_res, N_res / n, C_z]`` (incoming); the mask is whole. ``right`` is gathered
-        between the fused projections (which compute both edges at once) and the product, in its
-        channel-major memory, one piece per rank (never joined), in a few groups of channels: the
-        product's block of this rank's own slice overlaps the gathering (in inference also the left edge
-        and the gate), and each group's blocks for the other ranks overlap the next group's gathering.
+        Under DAP the pair and the update are row slices ``[*, N_res / n, N_res, C_z]`` for both edges; the
+        mask is whole. Outgoing edges (``ikc,jkc->ijc``: the rows are the output's ``i``) gather ``right``
+        while the product's block of this rank's own rows is formed; incoming edges (``kjc,kic->ijc``: the
+        rows are the summed ``k``) form the sums over the local rows for every rank's output rows and
+        exchange them (half the bytes of moving the pair to column slices, gathering and moving back),
+        while the block of the own rows is formed. In DAP inference the projections that the
+        communication needs come first, so that the others overlap it too.
         """
         linears = (self.left_projection, self.right_projection, self.left_gate, self.right_gate,
                    self.gating_linear)
@@ -198,18 +196,28 @@ class TriangleMultiplication(nn.Module):
         weights_out = kernels.TriangleOutputWeights(
             self.center_layer_norm.scale, self.center_layer_norm.offset, self.output_projection.weights,
             self.output_projection.bias)
-        mask = self.layout.shard(pair_mask, self.sharded_dim + 1)
-        # lines 1-3, [*, ., ., c]; in DAP inference right comes first, so that left and the gate overlap
-        # its gathering too
-        if self.layout.num_shards > 1 and not torch.is_grad_enabled():
-            (right,) = kernels.triangle_projection_parts(pair, mask, weights_in, ("right",))
-            pending = self._start_gather(right)
-            left, gate = kernels.triangle_projection_parts(pair, mask, weights_in, ("left", "gate"))
+        mask = self.layout.shard(pair_mask, -2)
+        names, first = ("left", "right", "gate"), ("right",) if self.outgoing else ("left", "right")
+        if self.layout.num_shards > 1 and not torch.is_grad_enabled():  # lines 1-3, [*, ., ., c]
+            projected = kernels.triangle_projection_parts(pair, mask, weights_in, first)
+            parts = dict(zip(first, projected, strict=True))  # what the communication needs, first
+            pending = self._start(parts)
+            rest = tuple(name for name in names if name not in first)
+            projected = kernels.triangle_projection_parts(pair, mask, weights_in, rest)
+            parts.update(zip(rest, projected, strict=True))
         else:
-            left, right, gate = kernels.triangle_projections(pair, mask, weights_in)
-            pending = self._start_gather(right)
-        product = self._product(left, right, pending)  # line 4
-        return kernels.triangle_output(product, gate, weights_out)  # line 4, [*, N_res, N_res, C_z]
+            parts = dict(zip(names, kernels.triangle_projections(pair, mask, weights_in), strict=True))
+            pending = self._start(parts)
+        product = (self._gathered_product if self.outgoing else self._summed_product)(
+            parts["left"], parts["right"], pending)  # line 4
+        return kernels.triangle_output(product, parts["gate"], weights_out)  # line 4, [*, N_res, N_res, C_z]
+
+    def _start(self, parts: dict):
+        """Start the communication of line 4's sum: gather ``right`` (outgoing) or send the partial sums
+        (incoming)."""
+        if self.outgoing:
+            return self._start_gather(parts["right"])
+        return self._start_sums(parts["left"], parts["right"])
 
     def _start_gather(self, right: torch.Tensor) -> list:
         """Start gathering ``right`` [*, ., ., c] in its channel-major memory order (the Triton stage 1's),
@@ -219,15 +227,15 @@ class TriangleMultiplication(nn.Module):
         return [self.layout.start_gather(group.unsqueeze(0), 0)
                 for group in right.movedim(-1, -3).split(groups, -3)]
 
-    def _product(self, left: torch.Tensor, right: torch.Tensor, pending: list) -> torch.Tensor:
-        """Line 4's sum ``[*, N_i, N_j, c]`` from the local ``left``, ``right`` [*, ., ., c] and the gathers.
+    def _gathered_product(self, left: torch.Tensor, right: torch.Tensor, pending: list) -> torch.Tensor:
+        """Outgoing line 4's sum ``[*, N_i, N_j, c]`` from the local ``left``, ``right`` [*, ., ., c] and the
+        gathers.
 
         The block of this rank's own slice overlaps the gathering; then the other ranks' blocks are
         formed channel group by channel group, each as soon as its group arrives (while the next flies).
         """
         own = self.layout.shard_index
-        product = kernels.ProductBlocks(left, self.layout.num_shards, right.shape[self.sharded_dim],
-                                        self.outgoing)
+        product = kernels.ProductBlocks(left, self.layout.num_shards, right.shape[-3], self.outgoing)
         product.add(own, right)
         start = 0
         for group in pending:
@@ -238,6 +246,29 @@ class TriangleMultiplication(nn.Module):
                     product.add(rank, piece.movedim(-3, -1), channels)  # [*, ., ., c_g]
             start = channels.stop
         return product.result()
+
+    def _start_sums(self, left: torch.Tensor, right: torch.Tensor):
+        """Incoming edges: the sums over this rank's rows ``k`` for the other ranks' output rows, sent to
+        them; None on one process.
+
+        left ``[*, K / n, N_j, c]``, right ``[*, K / n, N_i, c]`` -> pending ``[n - 1, *, c, N_i / n, N_j]``.
+        """
+        n, own = self.layout.num_shards, self.layout.shard_index
+        blocks = [kernels.triangle_product_block(left, piece, outgoing=False)
+                  for rank, piece in enumerate(right.tensor_split(n, -2)) if rank != own]
+        if not blocks:
+            return None
+        return self.layout.start_exchange(blocks[0].unsqueeze(0) if len(blocks) == 1 else torch.stack(blocks))
+
+    def _summed_product(self, left: torch.Tensor, right: torch.Tensor, pending) -> torch.Tensor:
+        """Incoming line 4's sum ``[*, N_i / n, N_j, c]`` for this rank's rows ``i``: the block of its own
+        rows ``k`` (formed while the other ranks' sums arrive) plus theirs."""
+        n, own = self.layout.num_shards, self.layout.shard_index
+        product = kernels.triangle_product_block(left, right.tensor_split(n, -2)[own], outgoing=False)
+        if pending is not None:
+            for piece in self.layout.wait(pending).unbind(0):
+                product = product.add_(piece)  # [*, c, N_i / n, N_j]
+        return product.movedim(-3, -1)
 
 
 def add_pair_update_modules(block: nn.Module, config, global_config, pair_dim: int) -> None:
@@ -343,13 +374,11 @@ class EvoformerIteration(nn.Module):
         msa_pending = layout.start_columns_to_rows(msa)  # overlaps the pair updates
         pair = self._add(pair, self.triangle_multiplication_outgoing(pair, pair_mask),
                          self.triangle_multiplication_outgoing, rows)  # line 6
-        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_z]
         pair = self._add(pair, self.triangle_multiplication_incoming(pair, pair_mask),
-                         self.triangle_multiplication_incoming, columns)  # line 7
-        pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_z]
+                         self.triangle_multiplication_incoming, rows)  # line 7
         pair = self._add(pair, self.triangle_attention_starting_node(pair, pair_mask),
                          self.triangle_attention_starting_node, rows)  # line 8
-        pair = layout.rows_to_columns(pair)
+        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_z]
         pair = self._add(pair, self.triangle_attention_ending_node(pair, pair_mask),
                          self.triangle_attention_ending_node, columns)  # line 9
         pair = layout.map_columns_to_rows(  # line 10, [*, N_res / n, N_res, C_z]

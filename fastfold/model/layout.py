@@ -71,6 +71,14 @@ class AxialLayout:
         """Start :meth:`gather`; the result comes from :meth:`wait`."""
         return x
 
+    def start_exchange(self, x: torch.Tensor):
+        """Start sending ``x[s]`` to the s-th other process and receiving its piece for this one.
+
+        ``[n - 1, ...] -> [n - 1, ...]`` at :meth:`wait`, the other processes in order: partial results
+        that belong to other slices, such as the incoming triangle update's sums over this slice's rows.
+        """
+        return x
+
     def rows_to_columns(self, x: torch.Tensor) -> torch.Tensor:
         """Row-sharded ``[*, A / n, B, C]`` -> column-sharded ``[*, A, B / n, C]`` (MSA or pair)."""
         return x

@@ -115,8 +115,7 @@ class TemplatePairBlock(nn.Module):
     """One block of the template pair stack, Algorithm 16 lines 2-6 (AlphaFold's order).
 
     Under DAP (``self.layout``) the pair comes and goes as row slices ``[*, N_res / n, N_res, C_t]``
-    with the mask whole; the modules around the ending node and for incoming edges, and the
-    transition, run on column slices.
+    with the mask whole; only the ending-node attention runs on column slices.
     """
 
     def __init__(self, config, global_config, pair_dim: int):
@@ -125,26 +124,23 @@ class TemplatePairBlock(nn.Module):
         add_pair_update_modules(self, config, global_config, pair_dim)
         self.layout = AxialLayout()
 
-    def _add(self, pair: torch.Tensor, module: nn.Module, pair_mask: torch.Tensor, sharded_dim: int):
-        """Residual update by ``module`` with its dropout; ``sharded_dim`` is the DAP slicing."""
-        update = module(pair, pair_mask)
+    def _add(self, pair: torch.Tensor, update: torch.Tensor, module: nn.Module, sharded_dim: int):
+        """Residual ``update`` by ``module`` with its dropout; ``sharded_dim`` is the DAP slicing."""
         return pair + shared_dropout(update, module.config, self.global_config, self.training, self.layout,
                                      sharded_dim)
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
         """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t]."""
         layout, rows, columns = self.layout, -3, -2
-        pair = self._add(pair, self.triangle_attention_starting_node, pair_mask, rows)  # line 2
+        starting, ending = self.triangle_attention_starting_node, self.triangle_attention_ending_node
+        outgoing, incoming = self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming
+        pair = self._add(pair, starting(pair, pair_mask), starting, rows)  # line 2
         pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_t]
-        pair = self._add(pair, self.triangle_attention_ending_node, pair_mask, columns)  # line 3
+        pair = self._add(pair, ending(pair, pair_mask), ending, columns)  # line 3
         pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_t]
-        pair = self._add(pair, self.triangle_multiplication_outgoing, pair_mask, rows)  # line 4
-        pair = layout.rows_to_columns(pair)
-        pair = self._add(pair, self.triangle_multiplication_incoming, pair_mask, columns)  # line 5
-        transition = self.pair_transition
-        return layout.map_columns_to_rows(  # line 6, [*, N_res / n, N_res, C_t]
-            lambda p: p + shared_dropout(transition(p), transition.config, self.global_config, self.training,
-                                         layout, columns), pair)
+        pair = self._add(pair, outgoing(pair, pair_mask), outgoing, rows)  # line 4
+        pair = self._add(pair, incoming(pair, pair_mask), incoming, rows)  # line 5
+        return self._add(pair, self.pair_transition(pair), self.pair_transition, rows)  # line 6
 
 
 class TemplatePairStack(nn.Module):
