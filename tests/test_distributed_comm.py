@@ -179,9 +179,20 @@ def _axial_block(layout, params: dict, msa, pair, msa_mask, pair_mask) -> tuple:
     column_mask = layout.shard(pair_mask, -1)[..., None]
     right = layout.gather(column_mask * (pair @ params["in_right"]), -2)  # [N_res, N_res, C]
     pair = pair + torch.einsum("kjc,kic->ijc", column_mask * (pair @ params["in_left"]), right)
-    pair = layout.columns_to_rows(pair)
+    # softmax within rows, then within columns, on the pieces as they arrive (a size-1 argument broadcasts)
+    row_mask, scale = layout.shard(pair_mask, -2)[..., None], params["scale"][:1, None]  # [1, 1, C]
+    pair, update = layout.map_columns_to_rows(_masked_softmax_fn(-2), pair, [row_mask, scale], [-3, -3])
+    pair, update = layout.map_rows_to_columns(_masked_softmax_fn(-3), pair + update, [column_mask, scale],
+                                              [-2, -2])
+    pair = layout.columns_to_rows(pair + update)
     msa = layout.wait(msa_pending)
     return layout.leave(msa, num_seq, num_res), layout.leave(pair, num_res, num_res)
+
+
+def _masked_softmax_fn(dim: int):
+    """``(x, mask, scale) -> scale * mask * softmax(x) * x``, softmax over the unmasked entries along ``dim``
+    (-2: within rows, -3: within columns); zero on masked entries, so on fully masked rows (padding)."""
+    return lambda x, mask, scale: scale * mask * torch.softmax(x + (mask - 1) * 1e9, dim) * x
 
 
 def _block_inputs(seed: int) -> tuple:
@@ -196,7 +207,8 @@ def _block_inputs(seed: int) -> tuple:
 
 def _block_params() -> dict:
     """Weights ``[C, C]`` (``[C, H]`` for the pair bias) of :func:`_axial_block`, C = 4, H = 2."""
-    names = ("bias", "q", "k", "v", "column", "left", "right", "out_left", "out_right", "in_left", "in_right")
+    names = ("bias", "q", "k", "v", "column", "left", "right", "out_left", "out_right", "in_left", "in_right",
+             "scale")
     return {name: 0.3 * _random(20 + i, 4, 2 if name == "bias" else 4) for i, name in enumerate(names)}
 
 

@@ -33,7 +33,8 @@ class DapLayout:
         before the matching ``wait`` overlaps it (default). ``False`` makes them synchronous (for
         measuring what the overlap saves); the results are the same.
     pieces : int
-        The pieces of the local columns that :meth:`map_columns_to_rows` pipelines.
+        The pieces in which :meth:`map_columns_to_rows` and :meth:`map_rows_to_columns` move an
+        activation (the all-to-all of each overlaps ``fn`` on the pieces already arrived).
     gather_groups : int
         The groups of channels in which the triangle multiplicative update gathers ``right``, each its
         own collective, so that the product of one group overlaps the gathering of the next (1: one
@@ -89,20 +90,47 @@ class DapLayout:
     def columns_to_rows(self, x: torch.Tensor) -> torch.Tensor:
         return comm.all_to_all(x, ROWS, COLUMNS, self.mesh)
 
+    def start_rows_to_columns(self, x: torch.Tensor) -> async_comm.Pending:
+        if not self.overlap:
+            return _done(self.rows_to_columns(x))
+        return async_comm.start_all_to_all(x, COLUMNS, ROWS, self.mesh)
+
     def start_columns_to_rows(self, x: torch.Tensor) -> async_comm.Pending:
         if not self.overlap:
             return _done(self.columns_to_rows(x))
         return async_comm.start_all_to_all(x, ROWS, COLUMNS, self.mesh)
 
-    def map_columns_to_rows(self, fn, x: torch.Tensor) -> torch.Tensor:
+    def map_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
+        return self._map_moved(fn, x, args, dims, ROWS, self.start_columns_to_rows)
+
+    def map_rows_to_columns(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
+        return self._map_moved(fn, x, args, dims, COLUMNS, self.start_rows_to_columns)
+
+    def _map_moved(self, fn, x: torch.Tensor, args, dims, dim: int, start) -> tuple:
+        """The all-to-all ``start`` that slices ``dim`` (ROWS or COLUMNS), in pieces, ``fn`` on each.
+
+        x ``[*, A, B / n, C]`` (``dim`` ROWS) or ``[*, A / n, B, C]`` (COLUMNS) -> the moved x and
+        ``fn(moved x, *args)``, sliced along ``dim``. Slice r of ``dim`` goes to rank r; piece k sends
+        positions ``[s_k, s_k + l_k)`` of every such slice and brings this rank's positions
+        ``[s_k, s_k + l_k)``, whole along the other axis: ``fn`` on it overlaps the later pieces.
+        """
         n = self.mesh.dap_size
         if n == 1:
-            return fn(x)
-        pieces = x.tensor_split(min(self.pieces, x.shape[COLUMNS]), COLUMNS)  # [*, A, w_k, C]
-        pending = [self.start_columns_to_rows(fn(piece)) for piece in pieces]  # fn(k + 1) overlaps k
-        # Piece k brings, from every rank r, the w_k columns of piece k of r's slice: [*, A / n, n, w_k, C]
-        received = [self.wait(p).unflatten(COLUMNS, (n, -1)) for p in pending]
-        return torch.cat(received, COLUMNS).flatten(COLUMNS - 1, COLUMNS)  # [*, A / n, B, C]
+            return x, fn(x, *args)
+        by_rank = x.unflatten(dim, (n, -1))  # [*, n, A / n, B / n, C] or [*, A / n, n, B / n, C]
+        size = by_rank.shape[dim]
+        pieces = min(self.pieces, size)
+        bounds = [size * k // pieces for k in range(pieces + 1)]
+        spans = [(begin, end - begin) for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
+        sends = [by_rank.narrow(dim, begin, length).flatten(dim - 1, dim) for begin, length in spans]
+        pending = [start(send) for send in sends]  # [*, n l_k, B / n, C] or [*, A / n, n l_k, C]
+        moved, out = [], []
+        for (begin, length), piece in zip(spans, pending, strict=True):
+            moved.append(self.wait(piece))  # [*, l_k, B, C] or [*, A, l_k, C]
+            sliced = (a if d is None or a.shape[d] == 1 else a.narrow(d, begin, length)
+                      for a, d in zip(args, dims, strict=True))
+            out.append(fn(moved[-1], *sliced))
+        return torch.cat(moved, dim), torch.cat(out, dim)
 
     def wait(self, pending: async_comm.Pending) -> torch.Tensor:
         return async_comm.wait(pending)

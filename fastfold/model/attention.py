@@ -313,17 +313,55 @@ class TriangleAttention(nn.Module):
 
         Under DAP the pair is a row slice ``[*, N_res / n, N_res, C_z]`` around the starting node and
         a column slice ``[*, N_res, N_res / n, C_z]`` around the ending node; the mask is whole. The
-        triangle bias of the local rows is gathered.
+        triangle bias of the local slice is gathered.
         """
-        per_column = self.config.orientation == "per_column"
-        if per_column:
-            pair, pair_mask = pair.transpose(-2, -3), pair_mask.transpose(-1, -2)
-        pair = self.query_norm(pair)  # [*, N_res / n, N_res, C_z]
-        triangle_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
-        pending = self.layout.start_gather(triangle_bias, -2)  # [*, H, N_res / n, N_res]
-        key_mask = self.layout.shard(pair_mask, -2).bool()[..., :, None, None, :]  # [*, N, 1, 1, N_res]
-        triangle_bias = self.layout.wait(pending).unsqueeze(-4)  # [*, 1, H, N_res, N_res]
-        update = apply_in_chunks(
-            lambda x, m: self.attention(x, x, [triangle_bias], m), [pair, key_mask], dims=[-3, -4],
+        normed = self._normed(pair)  # [*, N_res / n, N_res, C_z], ending node: transposed
+        pending = self.layout.start_gather(self._bias(normed), -2)  # [*, H, N_res / n, N_res]
+        mask = self._mask(pair_mask)
+        return self._orient(self._attend(normed, mask, self.layout.wait(pending)))
+
+    def forward_moving(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> tuple:
+        """(the pair moved to the slices that :meth:`forward` takes, the update), both [*, N_res, N_res, C_z].
+
+        Under DAP the pair comes as a column slice ``[*, N_res, N_res / n, C_z]`` around the starting
+        node (a row slice around the ending node) and leaves as :meth:`forward`'s slice; the mask is
+        whole. The triangle bias is computed on the incoming slice (the LayerNorm and the projection
+        are per position) and gathered; then the pair moves in pieces of whole rows (columns), and the
+        attention on each piece overlaps the all-to-all of the next (``layout.map_columns_to_rows``).
+        """
+        pending = self.layout.start_gather(self._bias(self._normed(pair)), -1)  # [*, H, N_res, N_res / n]
+        mask = self._mask(pair_mask)  # [*, N_res / n, N_res], ending node: a transposed view
+        bias = self.layout.wait(pending)
+        move = (self.layout.map_columns_to_rows if self.config.orientation == "per_row"
+                else self.layout.map_rows_to_columns)
+        return move(lambda p, m: self._orient(self._attend(self._normed(p), m, bias)), pair, [mask], [-2])
+
+    def _orient(self, x: torch.Tensor) -> torch.Tensor:
+        """[*, A, B, C] -> the attention's orientation (rows attend within themselves): as is around the
+        starting node, [*, B, A, C] around the ending node. Its own inverse."""
+        return x if self.config.orientation == "per_row" else x.transpose(-2, -3)
+
+    def _normed(self, pair: torch.Tensor) -> torch.Tensor:
+        """pair [*, A, B, C_z] -> the layer-normed pair in the attention's orientation."""
+        return self.query_norm(self._orient(pair))
+
+    def _bias(self, normed: torch.Tensor) -> torch.Tensor:
+        """The triangle bias of a normed, oriented pair: [*, A, B, C_z] -> [*, H, A, B]."""
+        return torch.einsum("...qkc,ch->...hqk", normed, self.feat_2d_weights.to(normed.dtype))
+
+    def _mask(self, pair_mask: torch.Tensor) -> torch.Tensor:
+        """Whole pair_mask [*, N_res, N_res] -> the mask of the rows this process attends within, oriented:
+        [*, N_res / n, N_res]."""
+        return self.layout.shard(self._orient(pair_mask[..., None])[..., 0], -2)
+
+    def _attend(self, normed: torch.Tensor, mask: torch.Tensor, triangle_bias: torch.Tensor) -> torch.Tensor:
+        """Attention within each row of a normed, oriented pair, all of whose rows are present.
+
+        normed [*, R, N_res, C_z], mask [*, R, N_res], triangle_bias [*, H, N_res, N_res] (whole) ->
+        update [*, R, N_res, C_z].
+        """
+        key_mask = mask.bool()[..., :, None, None, :]  # [*, R, 1, 1, N_res]
+        triangle_bias = triangle_bias.unsqueeze(-4)  # [*, 1, H, N_res, N_res]
+        return apply_in_chunks(
+            lambda x, m: self.attention(x, x, [triangle_bias], m), [normed, key_mask], dims=[-3, -4],
             chunk_size=inference_chunk_size(self.global_config, self.training))
-        return update.transpose(-2, -3) if per_column else update

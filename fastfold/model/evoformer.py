@@ -376,13 +376,12 @@ class EvoformerIteration(nn.Module):
                          self.triangle_multiplication_outgoing, rows)  # line 6
         pair = self._add(pair, self.triangle_multiplication_incoming(pair, pair_mask),
                          self.triangle_multiplication_incoming, rows)  # line 7
-        pair = self._add(pair, self.triangle_attention_starting_node(pair, pair_mask),
-                         self.triangle_attention_starting_node, rows)  # line 8
-        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_z]
-        pair = self._add(pair, self.triangle_attention_ending_node(pair, pair_mask),
-                         self.triangle_attention_ending_node, columns)  # line 9
-        pair = layout.map_columns_to_rows(  # line 10, [*, N_res / n, N_res, C_z]
-            lambda p: self._add(p, self.pair_transition(p), self.pair_transition, columns), pair)
+        starting, ending = self.triangle_attention_starting_node, self.triangle_attention_ending_node
+        pair = self._add(pair, starting(pair, pair_mask), starting, rows)  # line 8
+        pair, update = ending.forward_moving(pair, pair_mask)  # to [*, N_res, N_res / n, C_z]
+        pair = self._add(pair, update, ending, columns)  # line 9
+        pair, update = layout.map_columns_to_rows(self.pair_transition, pair)  # to [*, N_res / n, N_res, C_z]
+        pair = self._add(pair, update, self.pair_transition, rows)  # line 10
         return layout.wait(msa_pending), pair
 
 

@@ -115,7 +115,8 @@ class TemplatePairBlock(nn.Module):
     """One block of the template pair stack, Algorithm 16 lines 2-6 (AlphaFold's order).
 
     Under DAP (``self.layout``) the pair comes and goes as row slices ``[*, N_res / n, N_res, C_t]``
-    with the mask whole; only the ending-node attention runs on column slices.
+    with the mask whole; only the ending-node attention runs on column slices (the pair moves to them in
+    pieces while the attention runs on the pieces already arrived).
     """
 
     def __init__(self, config, global_config, pair_dim: int):
@@ -135,8 +136,8 @@ class TemplatePairBlock(nn.Module):
         starting, ending = self.triangle_attention_starting_node, self.triangle_attention_ending_node
         outgoing, incoming = self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming
         pair = self._add(pair, starting(pair, pair_mask), starting, rows)  # line 2
-        pair = layout.rows_to_columns(pair)  # [*, N_res, N_res / n, C_t]
-        pair = self._add(pair, ending(pair, pair_mask), ending, columns)  # line 3
+        pair, update = ending.forward_moving(pair, pair_mask)  # to [*, N_res, N_res / n, C_t]
+        pair = self._add(pair, update, ending, columns)  # line 3
         pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_t]
         pair = self._add(pair, outgoing(pair, pair_mask), outgoing, rows)  # line 4
         pair = self._add(pair, incoming(pair, pair_mask), incoming, rows)  # line 5
