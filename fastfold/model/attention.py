@@ -327,7 +327,8 @@ class TriangleAttention(nn.Module):
         node (a row slice around the ending node) and leaves as :meth:`forward`'s slice; the mask is
         whole. The triangle bias is computed on the incoming slice (the LayerNorm and the projection
         are per position) and gathered; then the pair moves in pieces of whole rows (columns), and the
-        attention on each piece overlaps the all-to-all of the next (``layout.map_columns_to_rows``).
+        attention on each piece overlaps the all-to-all of the next (``layout.map_columns_to_rows`` or
+        ``layout.map_rows_to_columns``).
         """
         pending = self.layout.start_gather(self._bias(self._normed(pair)), -1)  # [*, H, N_res, N_res / n]
         mask = self._mask(pair_mask)  # [*, N_res / n, N_res], ending node: a transposed view
