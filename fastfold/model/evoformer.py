@@ -235,7 +235,7 @@ class TriangleMultiplication(nn.Module):
         formed channel group by channel group, each as soon as its group arrives (while the next flies).
         """
         own = self.layout.shard_index
-        product = kernels.ProductBlocks(left, self.layout.num_shards, right.shape[-3], self.outgoing)
+        product = kernels.ProductBlocks(left, self.layout.num_shards, right.shape[-3], outgoing=True)
         product.add(own, right)
         start = 0
         for group in pending:
