@@ -181,10 +181,9 @@ def _axial_block(layout, params: dict, msa, pair, msa_mask, pair_mask) -> tuple:
     pair = pair + torch.einsum("kjc,kic->ijc", column_mask * (pair @ params["in_left"]), right)
     # softmax within rows, then within columns, on the pieces as they arrive (a size-1 argument broadcasts)
     row_mask, scale = layout.shard(pair_mask, -2)[..., None], params["scale"][:1, None]  # [1, 1, C]
-    pair, update = layout.map_columns_to_rows(_masked_softmax_fn(-2), pair, [row_mask, scale], [-3, -3])
-    pair, update = layout.map_rows_to_columns(_masked_softmax_fn(-3), pair + update, [column_mask, scale],
-                                              [-2, -2])
-    pair = layout.columns_to_rows(pair + update)
+    pair = layout.residual_columns_to_rows(_masked_softmax_fn(-2), pair, [row_mask, scale], [-3, -3])
+    pair = layout.residual_rows_to_columns(_masked_softmax_fn(-3), pair, [column_mask, scale], [-2, -2])
+    pair = layout.columns_to_rows(pair)
     msa = layout.wait(msa_pending)
     return layout.leave(msa, num_seq, num_res), layout.leave(pair, num_res, num_res)
 
@@ -230,6 +229,10 @@ def _check_axial_block(mesh: ParallelMesh) -> None:
     outputs, grads = _block_gradients(DapLayout(mesh), params, _block_inputs(50 * mesh.dp_rank))
     for name, actual, expected in zip(("msa", "pair"), outputs, reference[mesh.dp_rank][0], strict=True):
         _close(actual, expected, f"axial block {name}")
+    with torch.no_grad():  # the residual moves write each piece's sum in place
+        outputs = _axial_block(DapLayout(mesh), params, *_block_inputs(50 * mesh.dp_rank))
+    for name, actual, expected in zip(("msa", "pair"), outputs, reference[mesh.dp_rank][0], strict=True):
+        _close(actual, expected, f"axial block {name} without gradient")
     for i, grad in enumerate(grads):
         dist.all_reduce(grad)  # over the world: DP x DAP
         expected = sum(ref[1][i] for ref in reference) / mesh.data_parallel_size

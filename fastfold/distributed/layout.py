@@ -33,7 +33,7 @@ class DapLayout:
         before the matching ``wait`` overlaps it (default). ``False`` makes them synchronous (for
         measuring what the overlap saves); the results are the same.
     pieces : int
-        The pieces in which :meth:`map_columns_to_rows` and :meth:`map_rows_to_columns` move an
+        The pieces in which :meth:`residual_columns_to_rows` and :meth:`residual_rows_to_columns` move an
         activation (the all-to-all of each overlaps ``fn`` on the pieces already arrived).
     gather_groups : int
         The groups of channels in which the triangle multiplicative update gathers ``right``, each its
@@ -100,23 +100,26 @@ class DapLayout:
             return _done(self.columns_to_rows(x))
         return async_comm.start_all_to_all(x, ROWS, COLUMNS, self.mesh)
 
-    def map_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
-        return self._map_moved(fn, x, args, dims, ROWS, self.start_columns_to_rows)
+    def residual_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> torch.Tensor:
+        return self._residual_moved(fn, x, args, dims, ROWS, self.start_columns_to_rows)
 
-    def map_rows_to_columns(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
-        return self._map_moved(fn, x, args, dims, COLUMNS, self.start_rows_to_columns)
+    def residual_rows_to_columns(self, fn, x: torch.Tensor, args=(), dims=()) -> torch.Tensor:
+        return self._residual_moved(fn, x, args, dims, COLUMNS, self.start_rows_to_columns)
 
-    def _map_moved(self, fn, x: torch.Tensor, args, dims, dim: int, start) -> tuple:
-        """The all-to-all ``start`` that slices ``dim`` (ROWS or COLUMNS), in pieces, ``fn`` on each.
+    def _residual_moved(self, fn, x: torch.Tensor, args, dims, dim: int, start) -> torch.Tensor:
+        """``y + fn(y, *args)`` with ``y`` the all-to-all ``start`` that slices ``dim`` (ROWS or COLUMNS),
+        moved in pieces, ``fn`` on each.
 
-        x ``[*, A, B / n, C]`` (``dim`` ROWS) or ``[*, A / n, B, C]`` (COLUMNS) -> the moved x and
-        ``fn(moved x, *args)``, sliced along ``dim``. Slice r of ``dim`` goes to rank r; piece k sends
-        positions ``[s_k, s_k + l_k)`` of every such slice and brings this rank's positions
-        ``[s_k, s_k + l_k)``, whole along the other axis: ``fn`` on it overlaps the later pieces.
+        x ``[*, A, B / n, C]`` (``dim`` ROWS) or ``[*, A / n, B, C]`` (COLUMNS) -> the result sliced along
+        ``dim``. Slice r of ``dim`` goes to rank r; piece k sends positions ``[s_k, s_k + l_k)`` of every
+        such slice and brings this rank's positions ``[s_k, s_k + l_k)``, whole along the other axis: ``fn``
+        on it overlaps the later pieces. Without a gradient to record, each piece's sum is written into its
+        place in the result (one pass over the moved pair and the update instead of three: joining the
+        moved pieces, joining the updates, adding).
         """
         n = self.mesh.dap_size
         if n == 1:
-            return x, fn(x, *args)
+            return x + fn(x, *args)
         by_rank = x.unflatten(dim, (n, -1))  # [*, n, A / n, B / n, C] or [*, A / n, n, B / n, C]
         size = by_rank.shape[dim]
         pieces = min(self.pieces, size)
@@ -124,13 +127,21 @@ class DapLayout:
         spans = [(begin, end - begin) for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
         sends = [by_rank.narrow(dim, begin, length).flatten(dim - 1, dim) for begin, length in spans]
         pending = [start(send) for send in sends]  # [*, n l_k, B / n, C] or [*, A / n, n l_k, C]
-        moved, out = [], []
+        sums, result = [], None
         for (begin, length), piece in zip(spans, pending, strict=True):
-            moved.append(self.wait(piece))  # [*, l_k, B, C] or [*, A, l_k, C]
-            sliced = (a if d is None or a.shape[d] == 1 else a.narrow(d, begin, length)
+            moved = self.wait(piece)  # [*, l_k, B, C] or [*, A, l_k, C]
+            sliced = (a if a is None or d is None or a.shape[d] == 1 else a.narrow(d, begin, length)
                       for a, d in zip(args, dims, strict=True))
-            out.append(fn(moved[-1], *sliced))
-        return torch.cat(moved, dim), torch.cat(out, dim)
+            update = fn(moved, *sliced)
+            if torch.is_grad_enabled():
+                sums.append(moved + update)
+                continue
+            if result is None:
+                shape = list(torch.broadcast_shapes(moved.shape, update.shape))
+                shape[dim] = size
+                result = moved.new_empty(shape, dtype=torch.promote_types(moved.dtype, update.dtype))
+            torch.add(moved, update, out=result.narrow(dim, begin, length))
+        return torch.cat(sums, dim) if sums else result
 
     def wait(self, pending: async_comm.Pending) -> torch.Tensor:
         return async_comm.wait(pending)

@@ -16,7 +16,7 @@ from torch import nn
 from fastfold import kernels
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.layout import AxialLayout
-from fastfold.model.primitives import LayerNorm, glorot_uniform_
+from fastfold.model.primitives import LayerNorm, glorot_uniform_, scaled
 
 
 def _project_heads(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -320,22 +320,30 @@ class TriangleAttention(nn.Module):
         mask = self._mask(pair_mask)
         return self._orient(self._attend(normed, mask, self.layout.wait(pending)))
 
-    def forward_moving(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> tuple:
-        """(the pair moved to the slices that :meth:`forward` takes, the update), both [*, N_res, N_res, C_z].
+    def forward_moving(self, pair: torch.Tensor, pair_mask: torch.Tensor,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The pair plus its update (times the dropout factor ``scale``), moved to the slices that
+        :meth:`forward` takes: [*, N_res, N_res, C_z] -> [*, N_res, N_res, C_z].
 
         Under DAP the pair comes as a column slice ``[*, N_res, N_res / n, C_z]`` around the starting
         node (a row slice around the ending node) and leaves as :meth:`forward`'s slice; the mask is
-        whole. The triangle bias is computed on the incoming slice (the LayerNorm and the projection
+        whole, ``scale`` (from :func:`fastfold.model.primitives.dropout_scale`) is broadcastable to the
+        result. The triangle bias is computed on the incoming slice (the LayerNorm and the projection
         are per position) and gathered; then the pair moves in pieces of whole rows (columns), and the
-        attention on each piece overlaps the all-to-all of the next (``layout.map_columns_to_rows`` or
-        ``layout.map_rows_to_columns``).
+        attention on each piece overlaps the all-to-all of the next (``layout.residual_columns_to_rows``
+        or ``layout.residual_rows_to_columns``).
         """
         pending = self.layout.start_gather(self._bias(self._normed(pair)), -1)  # [*, H, N_res, N_res / n]
         mask = self._mask(pair_mask)  # [*, N_res / n, N_res], ending node: a transposed view
         bias = self.layout.wait(pending)
-        move = (self.layout.map_columns_to_rows if self.config.orientation == "per_row"
-                else self.layout.map_rows_to_columns)
-        return move(lambda p, m: self._orient(self._attend(self._normed(p), m, bias)), pair, [mask], [-2])
+        per_row = self.config.orientation == "per_row"
+        move = self.layout.residual_columns_to_rows if per_row else self.layout.residual_rows_to_columns
+        sliced = -3 if per_row else -2  # the dimension that the pieces slice
+
+        def update(piece: torch.Tensor, piece_mask: torch.Tensor, piece_scale) -> torch.Tensor:
+            return scaled(self._orient(self._attend(self._normed(piece), piece_mask, bias)), piece_scale)
+
+        return move(update, pair, [mask, scale], [-2, sliced])
 
     def _orient(self, x: torch.Tensor) -> torch.Tensor:
         """[*, A, B, C] -> the attention's orientation (rows attend within themselves): as is around the

@@ -25,7 +25,9 @@ from fastfold.model.primitives import (
     TRUNCATED_NORMAL_STDDEV_FACTOR,
     LayerNorm,
     Linear,
+    dropout_scale,
     final_init,
+    scaled,
     shared_dropout,
 )
 
@@ -271,6 +273,20 @@ class TriangleMultiplication(nn.Module):
         return product.movedim(-3, -1)
 
 
+def moved_dropout_scale(block: nn.Module, module: nn.Module, act: torch.Tensor, to_columns: bool):
+    """The dropout factor (:func:`~fastfold.model.primitives.dropout_scale`) of ``module``'s residual update
+    of ``block``'s ``act`` once it has moved under DAP, to column slices (``to_columns``) or to row slices.
+
+    act row-sharded ``[*, A / n, B, C]`` (column-sharded ``[*, A, B / n, C]``) -> a factor broadcastable to
+    ``[*, A, B / n, C]`` (``[*, A / n, B, C]``), or None without dropout.
+    """
+    whole, sliced = (-3, -2) if to_columns else (-2, -3)
+    shape = list(act.shape)
+    shape[whole] *= block.layout.num_shards
+    shape[sliced] //= block.layout.num_shards
+    return dropout_scale(act, shape, module.config, block.global_config, block.training, block.layout, sliced)
+
+
 def add_pair_update_modules(block: nn.Module, config, global_config, pair_dim: int) -> None:
     """Give ``block`` the pair-update modules of an Evoformer or template pair block, under haiku's names.
 
@@ -381,10 +397,12 @@ class EvoformerIteration(nn.Module):
                          self.triangle_multiplication_incoming, rows)  # line 7
         starting, ending = self.triangle_attention_starting_node, self.triangle_attention_ending_node
         pair = self._add(pair, starting(pair, pair_mask), starting, rows)  # line 8
-        pair, update = ending.forward_moving(pair, pair_mask)  # to [*, N_res, N_res / n, C_z]
-        pair = self._add(pair, update, ending, columns)  # line 9
-        pair, update = layout.map_columns_to_rows(self.pair_transition, pair)  # to [*, N_res / n, N_res, C_z]
-        pair = self._add(pair, update, self.pair_transition, rows)  # line 10
+        scale = moved_dropout_scale(self, ending, pair, to_columns=True)
+        pair = ending.forward_moving(pair, pair_mask, scale)  # line 9, to [*, N_res, N_res / n, C_z]
+        transition = self.pair_transition
+        pair = layout.residual_columns_to_rows(  # line 10, to [*, N_res / n, N_res, C_z]
+            lambda piece, scale: scaled(transition(piece), scale), pair,
+            [moved_dropout_scale(self, transition, pair, to_columns=False)], [rows])
         return layout.wait(msa_pending), pair
 
 

@@ -91,25 +91,27 @@ class AxialLayout:
         """Start :meth:`columns_to_rows`; the result comes from :meth:`wait`."""
         return x
 
-    def map_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
-        """``(y, fn(y, *args))``, ``y = columns_to_rows(x)``, for an ``fn`` treating each row on its own.
+    def residual_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> torch.Tensor:
+        """``y + fn(y, *args)``, ``y = columns_to_rows(x)``: a residual update by an ``fn`` treating each row
+        on its own.
 
-        x column-sharded ``[*, A, B / n, C]`` -> (y row-sharded ``[*, A / n, B, C]``, ``fn``'s result
-        ``[*, A / n, B, C']``). ``args`` are tensors of the row-sharded layout (mask slices) and ``dims``
-        give, for each, its dimension over the ``A / n`` rows (``None`` or size 1: passed whole). Under
-        DAP the rows come in a few pieces, whole ones, and ``fn`` on each overlaps the all-to-all of
-        the next (triangle attention around the starting node, a transition).
+        x column-sharded ``[*, A, B / n, C]`` -> row-sharded ``[*, A / n, B, C]``. ``args`` are tensors of
+        the row-sharded layout (mask slices, a dropout factor) or None, and ``dims`` give, for each, its
+        dimension over the ``A / n`` rows (``None`` or size 1: passed whole). Under DAP the rows come in a few
+        pieces, whole ones, and ``fn`` on each overlaps the all-to-all of the next; each piece's sum is
+        written in place into the result (no copy of the moved activation or of the update is kept).
         """
-        return x, fn(x, *args)
+        return x + fn(x, *args)
 
-    def map_rows_to_columns(self, fn, x: torch.Tensor, args=(), dims=()) -> tuple:
-        """``(y, fn(y, *args))``, ``y = rows_to_columns(x)``, for an ``fn`` treating each column on its own.
+    def residual_rows_to_columns(self, fn, x: torch.Tensor, args=(), dims=()) -> torch.Tensor:
+        """``y + fn(y, *args)``, ``y = rows_to_columns(x)``: a residual update by an ``fn`` treating each
+        column on its own.
 
-        x row-sharded ``[*, A / n, B, C]`` -> (y column-sharded ``[*, A, B / n, C]``, ``fn``'s result
-        ``[*, A, B / n, C']``); ``args`` and ``dims`` as in :meth:`map_columns_to_rows`, over the
-        ``B / n`` columns (triangle attention around the ending node).
+        x row-sharded ``[*, A / n, B, C]`` -> column-sharded ``[*, A, B / n, C]``; ``args`` and ``dims`` as
+        in :meth:`residual_columns_to_rows`, over the ``B / n`` columns (triangle attention around the
+        ending node).
         """
-        return x, fn(x, *args)
+        return x + fn(x, *args)
 
     def wait(self, pending) -> torch.Tensor:
         """The result of a ``start_*`` call, once its communication is done."""

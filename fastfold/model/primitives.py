@@ -117,15 +117,33 @@ def shared_dropout(update: torch.Tensor, config, global_config, training: bool,
     update [*, N_rows, N_cols, C] (sliced: [*, N_rows / n, N_cols, C] or [*, N_rows, N_cols / n, C])
     -> same shape.
     """
+    return scaled(update, dropout_scale(update, update.shape, config, global_config, training, layout,
+                                        sharded_dim))
+
+
+def scaled(update: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``scale * update``, or ``update`` when ``scale`` is None (no dropout)."""
+    return update if scale is None else scale * update
+
+
+def dropout_scale(like: torch.Tensor, shape, config, global_config, training: bool,
+                  layout: AxialLayout = SINGLE_PROCESS, sharded_dim: int = -3) -> torch.Tensor | None:
+    """The factor by which :func:`shared_dropout` multiplies an update of (sliced) ``shape``: the kept
+    entries' ``1 / (1 - rate)`` and zeros, in ``like``'s dtype and device, broadcastable to ``shape``
+    (size 1 along the shared dimension); None when there is no dropout.
+
+    For a residual update formed in pieces (``layout.residual_*``): draw the factor for the whole, then
+    slice it with the pieces.
+    """
     rate = 0.0 if global_config.deterministic else config.dropout_rate
     if rate == 0.0 or not (training or global_config.eval_dropout):
-        return update
-    shape = list(update.shape)
+        return None
+    shape = list(shape)
     shape[sharded_dim] *= layout.num_shards
     if config.shared_dropout:
         shape[-3 if config.orientation == "per_row" else -2] = 1
     keep_rate = 1.0 - rate
-    keep = torch.empty(shape, dtype=update.dtype, device=update.device).bernoulli_(keep_rate)
+    keep = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep_rate)
     if keep.shape[sharded_dim] > 1:
         keep = layout.shard(keep, sharded_dim)
-    return keep * update / keep_rate
+    return keep / keep_rate

@@ -11,7 +11,7 @@ from fastfold.common.rigid import Rigid, rot_from_two_vectors
 from fastfold.model.attention import Attention
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.embedders import NUM_TEMPLATE_AATYPE_CLASSES, distogram_one_hot
-from fastfold.model.evoformer import add_pair_update_modules, call_with_remat
+from fastfold.model.evoformer import add_pair_update_modules, call_with_remat, moved_dropout_scale
 from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import LayerNorm, Linear, shared_dropout
 
@@ -132,12 +132,12 @@ class TemplatePairBlock(nn.Module):
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
         """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t]."""
-        layout, rows, columns = self.layout, -3, -2
+        layout, rows = self.layout, -3
         starting, ending = self.triangle_attention_starting_node, self.triangle_attention_ending_node
         outgoing, incoming = self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming
         pair = self._add(pair, starting(pair, pair_mask), starting, rows)  # line 2
-        pair, update = ending.forward_moving(pair, pair_mask)  # to [*, N_res, N_res / n, C_t]
-        pair = self._add(pair, update, ending, columns)  # line 3
+        pair = ending.forward_moving(  # line 3, to [*, N_res, N_res / n, C_t]
+            pair, pair_mask, moved_dropout_scale(self, ending, pair, to_columns=True))
         pair = layout.columns_to_rows(pair)  # [*, N_res / n, N_res, C_t]
         pair = self._add(pair, outgoing(pair, pair_mask), outgoing, rows)  # line 4
         pair = self._add(pair, incoming(pair, pair_mask), incoming, rows)  # line 5
