@@ -269,8 +269,17 @@ class TriangleMultiplication(nn.Module):
         product = kernels.triangle_product_block(left, right.tensor_split(n, -2)[own], outgoing=False)
         if pending is not None:
             for piece in self.layout.wait(pending).unbind(0):
-                product = product.add_(piece)  # [*, c, N_i / n, N_j]
+                product.add_(piece)  # [*, c, N_i / n, N_j]
         return product.movedim(-3, -1)
+
+
+def add_residual(block: nn.Module, act: torch.Tensor, update: torch.Tensor, module: nn.Module,
+                 sharded_dim: int) -> torch.Tensor:
+    """``act`` plus ``module``'s ``update`` through the module's dropout, in ``block`` (an Evoformer or
+    template pair block: its ``global_config``, ``training`` and ``layout``); ``sharded_dim`` is the DAP
+    slicing of both (-3 rows, -2 columns)."""
+    return act + shared_dropout(update, module.config, block.global_config, block.training, block.layout,
+                                sharded_dim)
 
 
 def moved_dropout_scale(block: nn.Module, module: nn.Module, act: torch.Tensor, to_columns: bool):
@@ -340,11 +349,7 @@ class EvoformerIteration(nn.Module):
         add_pair_update_modules(self, config, global_config, pair_dim)
         self.layout = AxialLayout()
 
-    def _add(self, act: torch.Tensor, update: torch.Tensor, module: nn.Module,
-             sharded_dim: int) -> torch.Tensor:
-        """Residual update with the module's dropout; ``sharded_dim``: DAP slicing (-3 rows, -2 columns)."""
-        return act + shared_dropout(update, module.config, self.global_config, self.training, self.layout,
-                                    sharded_dim)
+    _add = add_residual
 
     def forward(self, msa: torch.Tensor, pair: torch.Tensor, msa_mask: torch.Tensor,
                 pair_mask: torch.Tensor) -> tuple:

@@ -11,9 +11,14 @@ from fastfold.common.rigid import Rigid, rot_from_two_vectors
 from fastfold.model.attention import Attention
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.embedders import NUM_TEMPLATE_AATYPE_CLASSES, distogram_one_hot
-from fastfold.model.evoformer import add_pair_update_modules, call_with_remat, moved_dropout_scale
+from fastfold.model.evoformer import (
+    add_pair_update_modules,
+    add_residual,
+    call_with_remat,
+    moved_dropout_scale,
+)
 from fastfold.model.layout import AxialLayout
-from fastfold.model.primitives import LayerNorm, Linear, shared_dropout
+from fastfold.model.primitives import LayerNorm, Linear
 
 # Template features read by the pair embedding, in the order the per-template chunks slice them.
 TEMPLATE_PAIR_FEATURES = ("template_aatype", "template_all_atom_positions", "template_all_atom_masks",
@@ -125,10 +130,7 @@ class TemplatePairBlock(nn.Module):
         add_pair_update_modules(self, config, global_config, pair_dim)
         self.layout = AxialLayout()
 
-    def _add(self, pair: torch.Tensor, update: torch.Tensor, module: nn.Module, sharded_dim: int):
-        """Residual ``update`` by ``module`` with its dropout; ``sharded_dim`` is the DAP slicing."""
-        return pair + shared_dropout(update, module.config, self.global_config, self.training, self.layout,
-                                     sharded_dim)
+    _add = add_residual
 
     def forward(self, pair: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
         """pair [*, N_res, N_res, C_t], pair_mask [*, N_res, N_res] -> [*, N_res, N_res, C_t]."""
