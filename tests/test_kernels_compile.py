@@ -21,8 +21,7 @@ VECTORS = {"ln_w", "ln_b", "bl", "br", "blg", "brg", "bg", "c_w", "c_b", "bo", "
 CZ = C = 128
 
 KERNELS = {  # kernel -> (GPU launch settings, its other block sizes)
-    "_projections_kernel": (triton_triangle.GPU_PROJECT,
-                            dict(BLOCK_CZ=CZ, BLOCK_N=64, LEFT=True, RIGHT=True)),
+    "_projections_kernel": (triton_triangle.GPU_PROJECT, dict(BLOCK_CZ=CZ, LEFT=True, RIGHT=True, GATE=True)),
     "_projections_bwd_kernel": (triton_triangle.GPU_PROJECT_BWD, dict(BLOCK_CZ=CZ)),
     "_output_kernel": (triton_triangle.GPU_OUTPUT, dict(BLOCK_CZ=CZ, BLOCK_CI=C)),
     "_output_bwd_kernel": (triton_triangle.GPU_OUTPUT_BWD, dict(BLOCK_CZ=CZ, BLOCK_CI=C)),

@@ -1,11 +1,13 @@
 """Triangle multiplicative update (Algorithms 11, 12) in Triton: fused stages 1 and 3, forward and backward.
 
-Stage 1, ``_projections_kernel`` (per block of pair positions and of output channels): the input
-LayerNorm, the four edge projections ``a W_l, a W_lg, a W_r, a W_rg`` as tile products, the sigmoid gates
-and the pair mask, writing the gated left and right edges channel-major, ``[*, c, N_i, N_j]``; programs
-past the edge channels compute the output gate's logits ``a W_g + b_g`` ``[*, N_i, N_j, C_z]`` instead.
-A launch may compute a subset (``LEFT``, ``RIGHT``, gate programs or not): DAP inference computes
-``right`` first and gathers it while a second launch computes the rest.
+Stage 1, ``_projections_kernel`` (one program per block of pair positions): the input LayerNorm, once,
+then, ``BLOCK_N`` channels at a time, the four edge projections ``a W_l, a W_lg, a W_r, a W_rg`` as tile
+products, the sigmoid gates and the pair mask, writing the gated left and right edges channel-major,
+``[*, c, N_i, N_j]``, and the output gate's logits ``a W_g + b_g`` ``[*, N_i, N_j, C_z]``. A launch may
+compute a subset (``LEFT``, ``RIGHT``, ``GATE``): DAP inference computes ``right`` first and gathers it
+while a second launch computes the rest. The forward kernels read their weight matrices transposed,
+``[out, in]`` (``_affine``'s ``W_T``), so that float32 tiles reach shared memory in the K-major order of
+TF32 tensor cores with wide copies.
 Stage 2 (:func:`fastfold.kernels.triangle_multiplication.triangle_product`) is cuBLAS on that layout.
 Stage 3, ``_output_kernel`` (per block of pair positions): reads the product through its strides (channel-
 major from stage 2), applies the centre LayerNorm and the output projection, and writes
@@ -68,10 +70,17 @@ def _layer_norm_grad(dy, xhat, rstd, w_ptr, cols, n_cols):
 
 
 @triton.jit
-def _affine(a, w_ptr, b_ptr, rows_in, n_in, cols_out, n_out, PRECISION: tl.constexpr):
-    """``a @ W[:, cols_out] + b[cols_out]`` in float32; W [n_in, n_out] row-major, cast to a's dtype."""
-    w = tl.load(w_ptr + rows_in[:, None] * n_out + cols_out[None, :],
-                mask=(rows_in < n_in)[:, None] & (cols_out < n_out)[None, :], other=0.0).to(a.dtype)
+def _affine(a, w_ptr, b_ptr, rows_in, n_in, cols_out, n_out, PRECISION: tl.constexpr,
+            W_T: tl.constexpr = False):
+    """``a @ W[:, cols_out] + b[cols_out]`` in float32; W [n_in, n_out] row-major, or stored transposed
+    [n_out, n_in] row-major with ``W_T`` (each output's inputs contiguous: the tile lands in shared memory
+    K-major, as TF32 tensor cores need it, with wide loads), cast to a's dtype."""
+    if W_T:
+        offsets = cols_out[None, :] * n_in + rows_in[:, None]
+    else:
+        offsets = rows_in[:, None] * n_out + cols_out[None, :]
+    w = tl.load(w_ptr + offsets, mask=(rows_in < n_in)[:, None] & (cols_out < n_out)[None, :],
+                other=0.0).to(a.dtype)
     b = tl.load(b_ptr + cols_out, mask=cols_out < n_out, other=0.0).to(tl.float32)
     return tl.dot(a, w, input_precision=PRECISION) + b[None, :]
 
@@ -111,32 +120,38 @@ def _channel_major(rows, nn, cols, n_cols):
 
 
 @triton.jit
+def _gated_edges(act, mask, w, b, wg, bg, out_ptr, rows, M, NN, cz, CZ, CI, BLOCK_N: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """Line 2 for one edge: ``mask * (act W + b) * sigmoid(act W_g + b_g)`` stored channel-major at
+    ``out_ptr`` ([B, c, N_i * N_j]), ``BLOCK_N`` channels at a time."""
+    for start in range(0, CI, BLOCK_N):
+        ci = start + tl.arange(0, BLOCK_N)
+        edge = mask * _affine(act, w, b, cz, CZ, ci, CI, PRECISION, W_T=True) * \
+            tl.sigmoid(_affine(act, wg, bg, cz, CZ, ci, CI, PRECISION, W_T=True))
+        tl.store(out_ptr + _channel_major(rows, NN, ci, CI), edge.to(out_ptr.dtype.element_ty),
+                 mask=(rows < M)[:, None] & (ci < CI)[None, :])
+
+
+@triton.jit
 def _projections_kernel(x_ptr, m_ptr, ln_w, ln_b, wl, bl, wr, br, wlg, blg, wrg, brg, wg, bg,
-                        left_ptr, right_ptr, gate_ptr, M, NN, CZ, CI, EDGE_BLOCKS, eps,
-                        LEFT: tl.constexpr, RIGHT: tl.constexpr, BLOCK_M: tl.constexpr,
+                        left_ptr, right_ptr, gate_ptr, M, NN, CZ, CI, eps, LEFT: tl.constexpr,
+                        RIGHT: tl.constexpr, GATE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_CZ: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    block = tl.program_id(1)
     cz = tl.arange(0, BLOCK_CZ)
     x = _load_rows(x_ptr, rows, M, cz, CZ, CZ)
     xhat, _ = _normalise(x.to(tl.float32), cz, CZ, eps)
-    act = _scale_shift(xhat, ln_w, ln_b, cz, CZ).to(x.dtype)  # [BM, C_z], line 1
-    if block < EDGE_BLOCKS:  # gated, masked edges (line 2), stored channel-major [B, c, N_i * N_j]
-        ci = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = tl.load(m_ptr + rows, mask=rows < M, other=0.0).to(tl.float32)[:, None]
-        offsets = _channel_major(rows, NN, ci, CI)
-        valid = (rows < M)[:, None] & (ci < CI)[None, :]
-        if LEFT:
-            left = mask * _affine(act, wl, bl, cz, CZ, ci, CI, PRECISION) * \
-                tl.sigmoid(_affine(act, wlg, blg, cz, CZ, ci, CI, PRECISION))
-            tl.store(left_ptr + offsets, left.to(left_ptr.dtype.element_ty), mask=valid)
-        if RIGHT:
-            right = mask * _affine(act, wr, br, cz, CZ, ci, CI, PRECISION) * \
-                tl.sigmoid(_affine(act, wrg, brg, cz, CZ, ci, CI, PRECISION))
-            tl.store(right_ptr + offsets, right.to(right_ptr.dtype.element_ty), mask=valid)
-    else:  # the output gate's logits (line 3), position-major [M, C_z]
-        cols = (block - EDGE_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-        _store_rows(gate_ptr, _affine(act, wg, bg, cz, CZ, cols, CZ, PRECISION), rows, M, cols, CZ, CZ)
+    act = _scale_shift(xhat, ln_w, ln_b, cz, CZ).to(x.dtype)  # [BM, C_z], line 1, once for every part
+    mask = tl.load(m_ptr + rows, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+    if LEFT:  # gated, masked edges (line 2), stored channel-major [B, c, N_i * N_j]
+        _gated_edges(act, mask, wl, bl, wlg, blg, left_ptr, rows, M, NN, cz, CZ, CI, BLOCK_N, PRECISION)
+    if RIGHT:
+        _gated_edges(act, mask, wr, br, wrg, brg, right_ptr, rows, M, NN, cz, CZ, CI, BLOCK_N, PRECISION)
+    if GATE:  # the output gate's logits (line 3), position-major [M, C_z]
+        for start in range(0, CZ, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            gate = _affine(act, wg, bg, cz, CZ, cols, CZ, PRECISION, W_T=True)
+            _store_rows(gate_ptr, gate, rows, M, cols, CZ, CZ)
 
 
 @triton.jit
@@ -215,7 +230,7 @@ def _output_kernel(p_ptr, g_ptr, c_w, c_b, wo, bo, out_ptr, M, NN, CZ, CI, strid
     cz = tl.arange(0, BLOCK_CZ)
     _, _, centred = _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b,
                                      eps)
-    proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION)  # [BM, C_z], line 4
+    proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION, W_T=True)  # [BM, C_z], line 4
     gate = _load_rows(g_ptr, rows, M, cz, CZ, CZ).to(tl.float32)
     _store_rows(out_ptr, proj * tl.sigmoid(gate), rows, M, cz, CZ, CZ)
 
@@ -247,7 +262,7 @@ def _output_bwd_kernel(p_ptr, g_ptr, do_ptr, c_w, c_b, wo, bo, centred_ptr, dpro
 
 
 # Launch settings on a GPU (BLOCK_N: channels per chunk); the interpreter takes 16 for every BLOCK_*.
-GPU_PROJECT = dict(BLOCK_M=64, num_warps=4)
+GPU_PROJECT = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=1)  # H100: 863 us vs 1062 pipelined
 GPU_PROJECT_BWD = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=1)  # pipelined: over shared memory
 GPU_OUTPUT = dict(BLOCK_M=64, num_warps=8)
 GPU_OUTPUT_BWD = dict(BLOCK_M=64, num_warps=8)
@@ -270,12 +285,15 @@ def _flat_mask(mask: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
     return mask.expand(pair.shape[:-1]).to(pair.dtype).contiguous().view(-1)
 
 
-def _dot_operands(weights: tuple, dtype: torch.dtype) -> list:
-    """The weights with their matrices in the dots' dtype, as the kernels would cast them.
+def _dot_operands(weights: tuple, dtype: torch.dtype, transposed: bool = False) -> list:
+    """The weights with their matrices in the dots' dtype, as the kernels would cast them, and stored
+    ``[out, in]`` (row-major) when ``transposed`` (the forward kernels' ``W_T`` layout).
 
     Every program reads every matrix, so 16-bit copies halve that traffic; vectors stay float32.
     """
-    return [t.to(dtype) if t.dim() == 2 else t for t in weights]
+    if not transposed:
+        return [t.to(dtype) if t.dim() == 2 else t for t in weights]
+    return [t.new_empty(t.shape[::-1], dtype=dtype).copy_(t.t()) if t.dim() == 2 else t for t in weights]
 
 
 def _like(grads, weights) -> list:
@@ -300,17 +318,12 @@ def projections_forward(pair: torch.Tensor, mask: torch.Tensor, weights: Triangl
     left = pair.new_empty(*lead, ci, ni, nj) if "left" in parts else None
     right = pair.new_empty(*lead, ci, ni, nj) if "right" in parts else None
     gate = torch.empty_like(x) if "gate" in parts else None
-    block_n = min(64, _width(max(ci, cz)))
-    edge_blocks = triton.cdiv(ci, block_n) if left is not None or right is not None else 0
     cfg = _launch(pair, GPU_PROJECT)
-    gate_blocks = triton.cdiv(cz, block_n) if gate is not None else 0
-    grid = (triton.cdiv(x.shape[0], cfg["BLOCK_M"]), edge_blocks + gate_blocks)
     scratch = next(t for t in (left, right, gate) if t is not None)  # a pointer for the outputs not made
-    _projections_kernel[grid](
-        x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype), *(
-            t if t is not None else scratch for t in (left, right, gate)), x.shape[0],
-        ni * nj, cz, ci, edge_blocks, EPS, LEFT=left is not None, RIGHT=right is not None,
-        BLOCK_CZ=_width(cz), BLOCK_N=block_n, **cfg)
+    _projections_kernel[(triton.cdiv(x.shape[0], cfg["BLOCK_M"]),)](
+        x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype, transposed=True), *(
+            t if t is not None else scratch for t in (left, right, gate)), x.shape[0], ni * nj, cz, ci, EPS,
+        LEFT=left is not None, RIGHT=right is not None, GATE=gate is not None, BLOCK_CZ=_width(cz), **cfg)
     return left, right, gate.view(pair.shape) if gate is not None else None
 
 
@@ -354,8 +367,8 @@ def output_forward(product: torch.Tensor, gate: torch.Tensor, weights: TriangleO
     out = product.new_empty(*lead, ni, nj, cz)
     cfg = _launch(product, GPU_OUTPUT)
     _output_kernel[(triton.cdiv(g.shape[0], cfg["BLOCK_M"]),)](
-        p, g, *_dot_operands(weights, product.dtype), out, g.shape[0], ni * nj, cz, ci, *p.stride(), EPS,
-        BLOCK_CZ=_width(cz), BLOCK_CI=_width(ci), **cfg)
+        p, g, *_dot_operands(weights, product.dtype, transposed=True), out, g.shape[0], ni * nj, cz, ci,
+        *p.stride(), EPS, BLOCK_CZ=_width(cz), BLOCK_CI=_width(ci), **cfg)
     return out
 
 
