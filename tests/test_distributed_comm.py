@@ -183,7 +183,11 @@ def _axial_block(layout, params: dict, msa, pair, msa_mask, pair_mask) -> tuple:
     row_mask, scale = layout.shard(pair_mask, -2)[..., None], params["scale"][:1, None]  # [1, 1, C]
     pair = layout.residual_columns_to_rows(_masked_softmax_fn(-2), pair, [row_mask, scale], [-3, -3])
     pair = layout.residual_rows_to_columns(_masked_softmax_fn(-3), pair, [column_mask, scale], [-2, -2])
-    pair = layout.columns_to_rows(pair)
+    # a pointwise update moved back to rows (without autograd its pieces are never joined), with an argument
+    # that varies along both axes
+    weight = row_mask * params["scale"][1]  # [N_res / n, N_res, C]
+    pair = layout.residual_columns_to_rows(lambda x, w: torch.tanh(x) * w, pair, [weight], [-3],
+                                           pointwise=True)
     msa = layout.wait(msa_pending)
     return layout.leave(msa, num_seq, num_res), layout.leave(pair, num_res, num_res)
 

@@ -26,6 +26,7 @@ from fastfold.distributed.comm import (
     InFlight,
     launch_all_gather,
     launch_all_to_all,
+    launch_all_to_all_ranked,
     launch_exchange,
     launch_reduce_scatter,
 )
@@ -115,6 +116,18 @@ def start_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: P
         return Pending(None, None, x)
     return Pending(lambda t, async_op: launch_all_to_all(t, scatter_dim, gather_dim, mesh, async_op),
                    lambda g, async_op: launch_all_to_all(g, gather_dim, scatter_dim, mesh, async_op), x)
+
+
+def start_all_to_all_ranked(x: torch.Tensor, rank_dim: int, mesh: ParallelMesh) -> Pending:
+    """Start :func:`~fastfold.distributed.comm.launch_all_to_all_ranked`: slice r of ``rank_dim`` (size n)
+    to rank r, ``[..., n, ...] -> [..., n, ...]`` at :func:`wait`; its own adjoint."""
+    if mesh.dap_size == 1:
+        return Pending(None, None, x)
+
+    def launch(t: torch.Tensor, async_op: bool) -> InFlight:
+        return launch_all_to_all_ranked(t, rank_dim, mesh, async_op)
+
+    return Pending(launch, launch, x)
 
 
 def start_exchange(x: torch.Tensor, mesh: ParallelMesh) -> Pending:

@@ -77,12 +77,12 @@ def unpad(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 class InFlight:
     """A launched collective: ``result()`` waits for it (when asynchronous) and returns its output.
 
-    ``sent`` keeps the send buffer alive until the collective is done.
+    ``sent`` keeps the send buffers alive until the collective is done.
     """
 
     work: dist.Work | None
     finish: Callable[[], torch.Tensor]
-    sent: torch.Tensor
+    sent: torch.Tensor | list
 
     def result(self) -> torch.Tensor:
         if self.work is not None:
@@ -102,9 +102,12 @@ def _slices_first(x: torch.Tensor, dim: int, n: int) -> torch.Tensor:
     return x.unflatten(dim, (n, -1)).movedim(dim, 0).contiguous()
 
 
-def _slices_joined(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Inverse of :func:`_slices_first`: ``[n, ..., L / n, ...] -> [..., L, ...]`` (slice r first-to-last)."""
-    return x.movedim(0, dim).flatten(dim, dim + 1)
+def join_ranked(x: torch.Tensor, rank_dim: int, dim: int) -> torch.Tensor:
+    """The slices of ``rank_dim`` (rank order) joined along ``dim``, which follows ``rank_dim`` in ``x``'s
+    dimensions, removed: ``[..., n, ..., L / n, ...] -> [..., L, ...]`` (a view where memory allows)."""
+    rank_dim, dim = rank_dim % x.dim(), dim % x.dim()
+    target = dim - 1 if dim > rank_dim else dim
+    return x.movedim(rank_dim, target).flatten(target, target + 1)
 
 
 def launch_all_gather(x: torch.Tensor, dim: int, mesh: ParallelMesh, async_op: bool) -> InFlight:
@@ -113,7 +116,7 @@ def launch_all_gather(x: torch.Tensor, dim: int, mesh: ParallelMesh, async_op: b
     send = x.contiguous()
     received = send.new_empty((mesh.dap_size, *send.shape))  # [n, ..., L / n, ...]
     work = _all_gather_single(received.view(-1), send.view(-1), group=mesh.dap_group, async_op=async_op)
-    return InFlight(work if async_op else None, lambda: _slices_joined(received, dim), send)
+    return InFlight(work if async_op else None, lambda: join_ranked(received, 0, dim + 1), send)
 
 
 def launch_reduce_scatter(x: torch.Tensor, dim: int, mesh: ParallelMesh, async_op: bool) -> InFlight:
@@ -128,6 +131,23 @@ def launch_reduce_scatter(x: torch.Tensor, dim: int, mesh: ParallelMesh, async_o
     return InFlight(work if async_op else None, lambda: received, send)
 
 
+def launch_all_to_all_ranked(x: torch.Tensor, rank_dim: int, mesh: ParallelMesh, async_op: bool) -> InFlight:
+    """Start sending slice r of ``x``'s ``rank_dim`` (of size n) to rank r; slice s of the result's
+    ``rank_dim`` is what rank s sent here. ``[..., n, ...] -> [..., n, ...]``, its own adjoint.
+
+    Each slice is sent from its own memory (copied only where it is not contiguous) and lands in one
+    buffer ``[n, ...]``, of which the result is a view.
+    """
+    rank_dim = rank_dim % x.dim()
+    if x.shape[rank_dim] != mesh.dap_size:
+        raise ValueError(f"all-to-all: dimension {rank_dim} of shape {tuple(x.shape)} should be the DAP size "
+                         f"{mesh.dap_size}")
+    sends = [piece.contiguous() for piece in x.unbind(rank_dim)]
+    received = x.new_empty((mesh.dap_size, *sends[0].shape))  # [n, ...], slice s from rank s
+    work = dist.all_to_all(list(received.unbind(0)), sends, group=mesh.dap_group, async_op=async_op)
+    return InFlight(work if async_op else None, lambda: received.movedim(0, rank_dim), sends)
+
+
 def launch_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: ParallelMesh,
                       async_op: bool) -> InFlight:
     """Start switching the sharded dimension from ``gather_dim`` to ``scatter_dim``.
@@ -137,10 +157,11 @@ def launch_all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, mesh: 
     ``[..., A, ..., B / n, ...]`` sharded on ``scatter_dim``.
     """
     scatter_dim, gather_dim = scatter_dim % x.dim(), gather_dim % x.dim()
-    send = _slices_first(x, scatter_dim, mesh.dap_size)  # [n, ..., B / n, ...]
-    received = torch.empty_like(send)  # [n, ..., A / n, ..., B / n, ...], piece r from rank r
-    work = dist.all_to_all_single(received, send, group=mesh.dap_group, async_op=async_op)
-    return InFlight(work if async_op else None, lambda: _slices_joined(received, gather_dim), send)
+    _check_divisible(x, scatter_dim, mesh.dap_size)
+    ranked = launch_all_to_all_ranked(x.unflatten(scatter_dim, (mesh.dap_size, -1)), scatter_dim, mesh,
+                                      async_op)  # [..., n, ..., B / n, ...] at scatter_dim
+    gathered = gather_dim + 1 if gather_dim > scatter_dim else gather_dim  # its index after the unflatten
+    return InFlight(ranked.work, lambda: join_ranked(ranked.finish(), scatter_dim, gathered), ranked.sent)
 
 
 def launch_exchange(x: torch.Tensor, mesh: ParallelMesh, async_op: bool) -> InFlight:

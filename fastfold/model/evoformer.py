@@ -407,7 +407,7 @@ class EvoformerIteration(nn.Module):
         transition = self.pair_transition
         pair = layout.residual_columns_to_rows(  # line 10, to [*, N_res / n, N_res, C_z]
             lambda piece, scale: scaled(transition(piece), scale), pair,
-            [moved_dropout_scale(self, transition, pair, to_columns=False)], [rows])
+            [moved_dropout_scale(self, transition, pair, to_columns=False)], [rows], pointwise=True)
         return layout.wait(msa_pending), pair
 
 

@@ -91,7 +91,8 @@ class AxialLayout:
         """Start :meth:`columns_to_rows`; the result comes from :meth:`wait`."""
         return x
 
-    def residual_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=()) -> torch.Tensor:
+    def residual_columns_to_rows(self, fn, x: torch.Tensor, args=(), dims=(),
+                                 pointwise: bool = False) -> torch.Tensor:
         """``y + fn(y, *args)``, ``y = columns_to_rows(x)``: a residual update by an ``fn`` treating each row
         on its own.
 
@@ -99,7 +100,10 @@ class AxialLayout:
         the row-sharded layout (mask slices, a dropout factor) or None, and ``dims`` give, for each, its
         dimension over the ``A / n`` rows (``None`` or size 1: passed whole). Under DAP the rows come in a few
         pieces, whole ones, and ``fn`` on each overlaps the all-to-all of the next; each piece's sum is
-        written in place into the result (no copy of the moved activation or of the update is kept).
+        written in place into the result (no copy of the moved activation or of the update is kept). An
+        ``fn`` that is ``pointwise`` (acts on each position alone, as a transition) may get its pieces in
+        any layout of the same positions and need not see whole rows: under DAP, without autograd, the
+        pieces are never joined.
         """
         return x + fn(x, *args)
 
