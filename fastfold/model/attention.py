@@ -211,6 +211,23 @@ class MSARowAttentionWithPairBias(nn.Module):
             chunk_size=inference_chunk_size(self.global_config, self.training))
 
 
+def _column_update_moved(module: nn.Module, msa: torch.Tensor, msa_mask: torch.Tensor,
+                         scale: torch.Tensor | None) -> torch.Tensor:
+    """``msa`` plus the column update ``module._attend`` (times the dropout factor ``scale``), moved from
+    the row slices of DAP to its column slices in pieces of whole columns, each attended as it arrives
+    while the next one flies (``layout.residual_rows_to_columns``).
+
+    msa ``[*, N_seq / n, N_res, C]`` (whole without DAP), msa_mask whole ``[*, N_seq, N_res]``, scale
+    broadcastable to the result -> ``[*, N_seq, N_res / n, C]``.
+    """
+    layout = module.layout
+
+    def update(piece: torch.Tensor, piece_mask: torch.Tensor, piece_scale) -> torch.Tensor:
+        return scaled(module._attend(piece, piece_mask), piece_scale)
+
+    return layout.residual_rows_to_columns(update, msa, [layout.shard(msa_mask, -1), scale], [-1, -2])
+
+
 class MSAColumnAttention(nn.Module):
     """MSA column-wise gated self-attention, Algorithm 8.
 
@@ -237,9 +254,19 @@ class MSAColumnAttention(nn.Module):
 
         Under DAP msa is a column slice ``[*, N_seq, N_res / n, C_m]`` and the mask is whole.
         """
-        columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_m]
-        msa_mask = self.layout.shard(msa_mask, -1)
-        key_mask = msa_mask.transpose(-1, -2).bool()[..., :, None, None, :]  # [*, N_res, 1, 1, N_seq]
+        return self._attend(msa, self.layout.shard(msa_mask, -1))
+
+    def forward_moving(self, msa: torch.Tensor, msa_mask: torch.Tensor,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The MSA plus its update (times the dropout factor ``scale``), moved under DAP from row slices
+        ``[*, N_seq / n, N_res, C_m]`` to the column slices :meth:`forward` takes, in pieces attended as they
+        arrive (see :func:`_column_update_moved`); without DAP ``msa + scale * forward(msa, msa_mask)``."""
+        return _column_update_moved(self, msa, msa_mask, scale)
+
+    def _attend(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, R, C_m] with all its rows, msa_mask [*, N_seq, R] of the same columns -> update."""
+        columns = self.query_norm(msa.transpose(-2, -3))  # [*, R, N_seq, C_m]
+        key_mask = msa_mask.transpose(-1, -2).bool()[..., :, None, None, :]  # [*, R, 1, 1, N_seq]
         update = apply_in_chunks(
             lambda x, m: self.attention(x, x, mask=m), [columns, key_mask], dims=[-3, -4],
             chunk_size=inference_chunk_size(self.global_config, self.training))
@@ -272,8 +299,17 @@ class MSAColumnGlobalAttention(nn.Module):
 
         Under DAP msa is a column slice ``[*, N_seq, N_res / n, C_e]`` and the mask is whole.
         """
-        columns = self.query_norm(msa.transpose(-2, -3))  # [*, N_res, N_seq, C_e]
-        column_mask = self.layout.shard(msa_mask, -1).transpose(-1, -2)  # [*, N_res, N_seq]
+        return self._attend(msa, self.layout.shard(msa_mask, -1))
+
+    def forward_moving(self, msa: torch.Tensor, msa_mask: torch.Tensor,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
+        """As :meth:`MSAColumnAttention.forward_moving`."""
+        return _column_update_moved(self, msa, msa_mask, scale)
+
+    def _attend(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
+        """msa [*, N_seq, R, C_e] with all its rows, msa_mask [*, N_seq, R] of the same columns -> update."""
+        columns = self.query_norm(msa.transpose(-2, -3))  # [*, R, N_seq, C_e]
+        column_mask = msa_mask.transpose(-1, -2)  # [*, R, N_seq]
         update = apply_in_chunks(
             lambda x, m: self.attention(x, x, m), [columns, column_mask], dims=[-3, -2],
             chunk_size=inference_chunk_size(self.global_config, self.training))

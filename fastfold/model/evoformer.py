@@ -388,10 +388,10 @@ class EvoformerIteration(nn.Module):
             pair = self._add(pair, outer(layout.rows_to_columns(msa), msa_mask), outer, rows)
         row_attention = self.msa_row_attention_with_pair_bias
         msa = self._add(msa, row_attention(msa, msa_mask, pair), row_attention, rows)  # line 2
-        msa = layout.rows_to_columns(msa)  # [*, N_seq, N_res / n, C_m]
         column_attention = (self.msa_column_global_attention if self.is_extra_msa
                             else self.msa_column_attention)
-        msa = self._add(msa, column_attention(msa, msa_mask), column_attention, columns)  # line 3
+        scale = moved_dropout_scale(self, column_attention, msa, to_columns=True)
+        msa = column_attention.forward_moving(msa, msa_mask, scale)  # line 3, to [*, N_seq, N_res / n, C_m]
         msa = self._add(msa, self.msa_transition(msa), self.msa_transition, columns)  # line 4
         if not self.config.outer_product_mean.first:
             pair = self._add(pair, outer(msa, msa_mask), outer, rows)  # line 5
