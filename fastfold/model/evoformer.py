@@ -377,10 +377,10 @@ class EvoformerIteration(nn.Module):
         slices ``[*, N_seq / n, N_res, C_m]`` and ``[*, N_res / n, N_res, C_z]`` with whole masks. Each
         module runs on the slices that its attention or contraction does not cross (except the incoming
         triangle update, which sums over its row slices and exchanges the partial sums): the MSA moves to
-        column slices for the column attention, the transition and the outer product mean, and back
-        while the pair updates run; the pair stays in row slices except around the ending-node
-        attention and the transition after it (moved there and back in pieces that overlap the attention
-        and the transition).
+        column slices for the column attention (in pieces attended as they arrive), the transition and the
+        outer product mean, and back while the pair updates run; the pair stays in row slices except
+        around the ending-node attention and the transition after it (moved there and back in pieces that
+        overlap the attention and the transition).
         """
         layout, rows, columns = self.layout, -3, -2
         outer = self.outer_product_mean
