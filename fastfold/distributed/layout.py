@@ -100,11 +100,6 @@ class DapLayout:
     def columns_to_rows(self, x: torch.Tensor) -> torch.Tensor:
         return comm.all_to_all(x, ROWS, COLUMNS, self.mesh)
 
-    def start_rows_to_columns(self, x: torch.Tensor) -> async_comm.Pending:
-        if not self.overlap:
-            return _done(self.rows_to_columns(x))
-        return async_comm.start_all_to_all(x, COLUMNS, ROWS, self.mesh)
-
     def start_columns_to_rows(self, x: torch.Tensor) -> async_comm.Pending:
         if not self.overlap:
             return _done(self.columns_to_rows(x))
