@@ -31,6 +31,7 @@ from fastfold.distributed import (
     unpad,
     wait,
 )
+from fastfold.distributed.async_comm import start_all_to_all_ranked
 from fastfold.distributed.mesh import check_degrees
 from fastfold.model.layout import AxialLayout
 
@@ -117,6 +118,18 @@ def _check_collectives(mesh: ParallelMesh) -> None:
         _close(received, torch.stack([piece(r, mesh.dap_rank, 50) for r in ranks]), f"{name} exchange")
         (received * torch.stack([piece(r, mesh.dap_rank, 80) for r in ranks])).sum().backward()
         _close(x.grad, torch.stack([piece(mesh.dap_rank, r, 80) for r in ranks]), f"{name} exchange backward")
+
+    # ranked all-to-all: slice r of a middle dimension (strided in memory) to rank r; its own adjoint
+    def ranked(sender_is_me: bool, offset: int) -> torch.Tensor:  # [2, n, 3]
+        me = mesh.dap_rank
+        pieces = [piece(me, r, offset) if sender_is_me else piece(r, me, offset) for r in range(n)]
+        return torch.stack(pieces, 1)
+
+    x = ranked(True, 200).requires_grad_()
+    received = wait(start_all_to_all_ranked(x, 1, mesh))
+    _close(received, ranked(False, 200), "ranked all_to_all")
+    (received * ranked(False, 300)).sum().backward()
+    _close(x.grad, ranked(True, 300), "ranked all_to_all backward")
 
     # uneven sizes: pad, shard, gather, cut
     uneven = _random(seed + 2, 2, 2 * n + 1, 3)
