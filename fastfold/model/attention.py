@@ -358,28 +358,27 @@ class TriangleAttention(nn.Module):
 
     def forward_moving(self, pair: torch.Tensor, pair_mask: torch.Tensor,
                        scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The pair plus its update (times the dropout factor ``scale``), moved to the slices that
-        :meth:`forward` takes: [*, N_res, N_res, C_z] -> [*, N_res, N_res, C_z].
+        """Around the ending node, the pair plus its update (times the dropout factor ``scale``), moved to the
+        column slices that :meth:`forward` takes: [*, N_res, N_res, C_z] -> [*, N_res, N_res, C_z].
 
-        Under DAP the pair comes as a column slice ``[*, N_res, N_res / n, C_z]`` around the starting
-        node (a row slice around the ending node) and leaves as :meth:`forward`'s slice; the mask is
-        whole, ``scale`` (from :func:`fastfold.model.primitives.dropout_scale`) is broadcastable to the
-        result. The triangle bias is computed on the incoming slice (the LayerNorm and the projection
-        are per position) and gathered; then the pair moves in pieces of whole rows (columns), and the
-        attention on each piece overlaps the all-to-all of the next (``layout.residual_columns_to_rows``
-        or ``layout.residual_rows_to_columns``).
+        Under DAP the pair comes as a row slice ``[*, N_res / n, N_res, C_z]`` and leaves as a column slice
+        ``[*, N_res, N_res / n, C_z]``; the mask is whole, ``scale`` (from
+        :func:`fastfold.model.primitives.dropout_scale`) is broadcastable to the result. The triangle bias
+        is computed on the row slice (the LayerNorm and the projection are per position) and gathered; then
+        the pair moves in pieces of whole columns, and the attention on each piece overlaps the all-to-all
+        of the next (``layout.residual_rows_to_columns``).
         """
+        if self.config.orientation != "per_column":
+            raise ValueError("TriangleAttention.forward_moving serves the ending node (orientation "
+                             f"per_column), not orientation {self.config.orientation!r}")
         pending = self.layout.start_gather(self._bias(self._normed(pair)), -1)  # [*, H, N_res, N_res / n]
-        mask = self._mask(pair_mask)  # [*, N_res / n, N_res], ending node: a transposed view
+        mask = self._mask(pair_mask)  # [*, N_res / n, N_res], a transposed view
         bias = self.layout.wait(pending)
-        per_row = self.config.orientation == "per_row"
-        move = self.layout.residual_columns_to_rows if per_row else self.layout.residual_rows_to_columns
-        sliced = -3 if per_row else -2  # the dimension that the pieces slice
 
         def update(piece: torch.Tensor, piece_mask: torch.Tensor, piece_scale) -> torch.Tensor:
             return scaled(self._orient(self._attend(self._normed(piece), piece_mask, bias)), piece_scale)
 
-        return move(update, pair, [mask, scale], [-2, sliced])
+        return self.layout.residual_rows_to_columns(update, pair, [mask, scale], [-2, -2])
 
     def _orient(self, x: torch.Tensor) -> torch.Tensor:
         """[*, A, B, C] -> the attention's orientation (rows attend within themselves): as is around the
