@@ -24,6 +24,7 @@ from fastfold import kernels
 from fastfold.kernels.triangle_multiplication import (
     triangle_output_torch,
     triangle_projections_torch,
+    with_addends,
 )
 from fastfold.model.evoformer import TriangleMultiplication
 
@@ -92,6 +93,35 @@ def check_output(slice_index: int, layout: int) -> None:
 
     _compare_outputs(run(kernels.triangle_output), run(triangle_output_torch), inputs,
                      ["product", "gate", *kernels.TriangleOutputWeights._fields])
+
+
+def check_output_addends() -> None:
+    """Stage 3 of a product plus partial sums (DAP's incoming update): without autograd the kernel adds them
+    as it reads the product, channel-major ones (as the exchange delivers them) and a position-major one;
+    with autograd they are added first. Against the twin of ``with_addends``; every gradient too."""
+    ni, nj = SLICES["rows"]
+    product = torch.randn(2, C, ni, nj).movedim(-3, -1).requires_grad_()
+    addends = [torch.randn(2, 2, C, ni, nj).movedim(-3, -1), _leaf(1, 2, ni, nj, C).detach()]
+    shapes = [(C,), (C,), (C, CZ), (CZ,)]
+    gate, *weights = _leaf(2, ni, nj, CZ), *(_leaf(*s) for s in shapes)
+    weights = kernels.TriangleOutputWeights(*weights)
+    for received in addends:
+        want = triangle_output_torch(with_addends(product, received), gate, weights)
+        with torch.no_grad():
+            got = kernels.triangle_output(product, gate, weights, received)
+        _close(f"addends read by the kernel {tuple(received.shape)}", got, want)
+    received = addends[0].clone().requires_grad_()
+
+    def run(fn):
+        return lambda p, a, g, *w: (fn(p, a, g, kernels.TriangleOutputWeights(*w)),)
+
+    _compare_outputs(run(lambda p, a, g, w: kernels.triangle_output(p, g, w, a)),
+                     run(lambda p, a, g, w: triangle_output_torch(with_addends(p, a), g, w)),
+                     (product, received, gate, *weights), ["product", "addends", "gate", *weights._fields])
+
+
+def test_output_addends():
+    _run_check("check_output_addends", script=__file__)
 
 
 def check_module(outgoing: int) -> None:

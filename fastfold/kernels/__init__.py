@@ -37,6 +37,7 @@ from fastfold.kernels.triangle_multiplication import (
     triangle_product,
     triangle_product_block,
     triangle_projections_torch,
+    with_addends,
 )
 
 KERNEL_ENV_VAR = "FASTFOLD_KERNEL"
@@ -148,20 +149,21 @@ def triangle_projection_parts(pair: torch.Tensor, mask: torch.Tensor, weights: T
     return tuple(named[part] for part in parts)
 
 
-def triangle_output(product: torch.Tensor, gate: torch.Tensor,
-                    weights: TriangleOutputWeights) -> torch.Tensor:
+def triangle_output(product: torch.Tensor, gate: torch.Tensor, weights: TriangleOutputWeights,
+                    addends: torch.Tensor | None = None) -> torch.Tensor:
     """Triangle update stage 3 (Algorithm 11 line 4); see :func:`triangle_output_torch`.
 
-    product [*, N_i, N_j, c] (from :func:`triangle_product`), gate logits [*, N_i, N_j, C_z]
-    -> update [*, N_i, N_j, C_z].
+    product [*, N_i, N_j, c] (from :func:`triangle_product`), gate logits [*, N_i, N_j, C_z], addends
+    [P, *, N_i, N_j, c] partial sums to add to the product first (:func:`with_addends`; the Triton kernel
+    adds them as it reads the product, without autograd) -> update [*, N_i, N_j, C_z].
     """
     if _use_triton(product):
         from fastfold.kernels import ops
-        return ops.triangle_output(product, gate, weights)
-    return triangle_output_torch(product, gate, weights)
+        return ops.triangle_output(product, gate, weights, addends)
+    return triangle_output_torch(with_addends(product, addends), gate, weights)
 
 
 __all__ = ["Kernel", "KERNEL_ENV_VAR", "ProductBlocks", "TriangleOutputWeights", "TriangleProjectionWeights",
            "attention", "channel_groups", "kernel_setting", "layer_norm", "set_default_kernel", "softmax",
            "triangle_output", "triangle_product", "triangle_product_block", "triangle_projection_parts",
-           "triangle_projections"]
+           "triangle_projections", "with_addends"]

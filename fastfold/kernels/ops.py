@@ -18,7 +18,11 @@ from fastfold.kernels import (
     triton_softmax,
     triton_triangle,
 )
-from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
+from fastfold.kernels.triangle_multiplication import (
+    TriangleOutputWeights,
+    TriangleProjectionWeights,
+    with_addends,
+)
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -375,8 +379,15 @@ def _triangle_output_backward(ctx, grad):
 _register(_triangle_output, _triangle_output_backward, _triangle_output_setup)
 
 
-def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeights) -> Tensor:
-    """Fused stage 3; as :func:`triangle_output_torch`."""
+def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeights,
+                    addends: Tensor | None = None) -> Tensor:
+    """Fused stage 3; as :func:`triangle_output_torch` of ``with_addends(product, addends)``.
+
+    In eager mode without a gradient the kernel adds ``addends`` as it reads the product (DAP inference:
+    no pass over the product to add the other ranks' partial sums); otherwise they are added first.
+    """
     weights = [t.contiguous() for t in weights]
-    return _call(_triangle_output, product, gate, weights,
-                 grad=_needs_grad(product, gate, *weights))
+    grad = _needs_grad(product, gate, addends, *weights)
+    if addends is not None and not grad and not torch.compiler.is_compiling():
+        return triton_triangle.output_forward(product, gate, TriangleOutputWeights(*weights), addends)
+    return _call(_triangle_output, with_addends(product, addends), gate, weights, grad=grad)

@@ -204,6 +204,16 @@ def triangle_product(left: torch.Tensor, right: torch.Tensor, outgoing: bool) ->
     return triangle_product_block(left, right, outgoing).movedim(-3, -1)
 
 
+def with_addends(product: torch.Tensor, addends: torch.Tensor | None) -> torch.Tensor:
+    """``product`` plus each of ``addends`` in turn (the partial sums of line 4 from the other DAP ranks).
+
+    product ``[*, N_i, N_j, c]``, addends ``[P, *, N_i, N_j, c]`` or None -> ``[*, N_i, N_j, c]``.
+    """
+    for addend in addends if addends is not None else ():
+        product = product + addend
+    return product
+
+
 def triangle_output_torch(product: torch.Tensor, gate: torch.Tensor,
                           weights: TriangleOutputWeights) -> torch.Tensor:
     """Stage 3: ``Linear(LayerNorm(product)) * sigmoid(gate)`` (Algorithm 11 line 4, with line 3's gate).

@@ -10,7 +10,8 @@ while a second launch computes the rest. The forward kernels read their weight m
 TF32 tensor cores with wide copies.
 Stage 2 (:func:`fastfold.kernels.triangle_multiplication.triangle_product`) is cuBLAS on that layout.
 Stage 3, ``_output_kernel`` (per block of pair positions): reads the product through its strides (channel-
-major from stage 2), applies the centre LayerNorm and the output projection, and writes
+major from stage 2), adding any partial sums given (under DAP, the incoming update's sums from the other
+ranks: no separate pass to add them), applies the centre LayerNorm and the output projection, and writes
 ``proj * sigmoid(gate)`` ``[*, N_i, N_j, C_z]``.
 
 Backward, one program per block of positions, recomputing the stage's forward from its inputs (LayerNorm
@@ -211,25 +212,34 @@ def _projections_bwd_kernel(x_ptr, m_ptr, dl_ptr, dr_ptr, dg_ptr, ln_w, ln_b, wl
 
 
 @triton.jit
-def _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b, eps):
-    """The product's tile [BM, c] read through its (batch, channel, position) strides, and its centre
-    LayerNorm: (normalised float32, 1 / std [BM], the LayerNorm's output in the product's dtype)."""
+def _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b, eps, a_ptr,
+                     num_addends, stride_ak, stride_ab, stride_ac, stride_ap):
+    """The product's tile [BM, c] read through its (batch, channel, position) strides, plus ``num_addends``
+    tiles of ``a_ptr`` (its k-th through ``stride_ak`` and its own strides, each sum rounded to the product's
+    dtype, as adding them one by one would), and its centre LayerNorm: (normalised float32, 1 / std [BM],
+    the LayerNorm's output in the product's dtype)."""
     batch, pos = rows // NN, rows % NN
+    valid = (rows < M)[:, None] & (ci < CI)[None, :]
     product = tl.load(p_ptr + batch[:, None] * stride_pb + ci[None, :] * stride_pc + pos[:, None] * stride_pp,
-                      mask=(rows < M)[:, None] & (ci < CI)[None, :], other=0.0)
+                      mask=valid, other=0.0)
+    for k in range(num_addends):
+        addend = tl.load(a_ptr + k * stride_ak + batch[:, None] * stride_ab + ci[None, :] * stride_ac +
+                         pos[:, None] * stride_ap, mask=valid, other=0.0)
+        product = (product.to(tl.float32) + addend.to(tl.float32)).to(product.dtype)
     xhat, rstd = _normalise(product.to(tl.float32), ci, CI, eps)
     return xhat, rstd, _scale_shift(xhat, c_w, c_b, ci, CI).to(product.dtype)
 
 
 @triton.jit
-def _output_kernel(p_ptr, g_ptr, c_w, c_b, wo, bo, out_ptr, M, NN, CZ, CI, stride_pb, stride_pc, stride_pp,
-                   eps, BLOCK_M: tl.constexpr, BLOCK_CZ: tl.constexpr, BLOCK_CI: tl.constexpr,
+def _output_kernel(p_ptr, a_ptr, g_ptr, c_w, c_b, wo, bo, out_ptr, M, NN, CZ, CI, stride_pb, stride_pc,
+                   stride_pp, num_addends, stride_ak, stride_ab, stride_ac, stride_ap, eps,
+                   BLOCK_M: tl.constexpr, BLOCK_CZ: tl.constexpr, BLOCK_CI: tl.constexpr,
                    PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ci = tl.arange(0, BLOCK_CI)
     cz = tl.arange(0, BLOCK_CZ)
     _, _, centred = _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp, c_w, c_b,
-                                     eps)
+                                     eps, a_ptr, num_addends, stride_ak, stride_ab, stride_ac, stride_ap)
     proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION, W_T=True)  # [BM, C_z], line 4
     gate = _load_rows(g_ptr, rows, M, cz, CZ, CZ).to(tl.float32)
     _store_rows(out_ptr, proj * tl.sigmoid(gate), rows, M, cz, CZ, CZ)
@@ -243,7 +253,7 @@ def _output_bwd_kernel(p_ptr, g_ptr, do_ptr, c_w, c_b, wo, bo, centred_ptr, dpro
     ci = tl.arange(0, BLOCK_CI)
     cz = tl.arange(0, BLOCK_CZ)
     xhat, rstd, centred = _centred_product(p_ptr, rows, M, NN, ci, CI, stride_pb, stride_pc, stride_pp,
-                                           c_w, c_b, eps)
+                                           c_w, c_b, eps, p_ptr, 0, 0, 0, 0, 0)
     _store_rows(centred_ptr, centred, rows, M, ci, CI, CI)
     proj = _affine(centred, wo, bo, ci, CI, cz, CZ, PRECISION)  # [BM, C_z], line 4
     sig = tl.sigmoid(_load_rows(g_ptr, rows, M, cz, CZ, CZ).to(tl.float32))
@@ -355,20 +365,32 @@ def projections_backward(grad_left: torch.Tensor, grad_right: torch.Tensor, grad
     return dx.view(pair.shape), TriangleProjectionWeights(*_like(grads, weights))
 
 
-def output_forward(product: torch.Tensor, gate: torch.Tensor, weights: TriangleOutputWeights) -> torch.Tensor:
+def _by_channel(product: torch.Tensor) -> torch.Tensor:
+    """A product ``[*, N_i, N_j, c]`` as ``[B, c, N_i * N_j]`` (a view where its memory allows)."""
+    *_, ni, nj, ci = product.shape
+    return product.movedim(-1, -3).reshape(-1, ci, ni * nj)
+
+
+def output_forward(product: torch.Tensor, gate: torch.Tensor, weights: TriangleOutputWeights,
+                   addends: torch.Tensor | None = None) -> torch.Tensor:
     """Fused stage 3; as :func:`~fastfold.kernels.triangle_multiplication.triangle_output_torch`.
 
-    product [*, N_i, N_j, c] (any strides), gate [*, N_i, N_j, C_z] -> [*, N_i, N_j, C_z] in product's dtype.
+    product [*, N_i, N_j, c] (any strides), gate [*, N_i, N_j, C_z] -> [*, N_i, N_j, C_z] in product's dtype;
+    ``addends`` ``[P, *, N_i, N_j, c]`` (any strides; the other DAP ranks' partial sums) are added to the
+    product, one by one, as it is read (forward only: no autograd through this function).
     """
     *lead, ni, nj, ci = product.shape
     cz = gate.shape[-1]
-    p = product.movedim(-1, -3).reshape(-1, ci, ni * nj)  # [B, c, N_i * N_j], a view where it can be
+    p = _by_channel(product)  # [B, c, N_i * N_j]
+    # [P, B, c, N_i * N_j], a view where it can be
+    a = p[None] if addends is None else addends.movedim(-1, -3).reshape(len(addends), *p.shape)
     g = gate.contiguous().view(-1, cz)
     out = product.new_empty(*lead, ni, nj, cz)
     cfg = _launch(product, GPU_OUTPUT)
     _output_kernel[(triton.cdiv(g.shape[0], cfg["BLOCK_M"]),)](
-        p, g, *_dot_operands(weights, product.dtype, transposed=True), out, g.shape[0], ni * nj, cz, ci,
-        *p.stride(), EPS, BLOCK_CZ=_width(cz), BLOCK_CI=_width(ci), **cfg)
+        p, a, g, *_dot_operands(weights, product.dtype, transposed=True), out, g.shape[0], ni * nj, cz, ci,
+        *p.stride(), 0 if addends is None else len(addends), *a.stride(), EPS, BLOCK_CZ=_width(cz),
+        BLOCK_CI=_width(ci), **cfg)
     return out
 
 
@@ -382,7 +404,7 @@ def output_backward(grad: torch.Tensor, product: torch.Tensor, gate: torch.Tenso
     """
     *lead, ni, nj, ci = product.shape
     cz = gate.shape[-1]
-    p = product.movedim(-1, -3).reshape(-1, ci, ni * nj)  # [B, c, N_i * N_j], a view where it can be
+    p = _by_channel(product)  # [B, c, N_i * N_j]
     g = gate.contiguous().view(-1, cz)  # [M, C_z]
     centred = product.new_empty(g.shape[0], ci)  # [M, c], the centre LayerNorm's output
     dproj = product.new_empty(g.shape[0], cz)  # [M, C_z], the output projection's gradient

@@ -210,9 +210,11 @@ class TriangleMultiplication(nn.Module):
         else:
             parts = dict(zip(names, kernels.triangle_projections(pair, mask, weights_in), strict=True))
             pending = self._start(parts)
-        product = (self._gathered_product if self.outgoing else self._summed_product)(
-            parts["left"], parts["right"], pending)  # line 4
-        return kernels.triangle_output(product, parts["gate"], weights_out)  # line 4, [*, N_res, N_res, C_z]
+        if self.outgoing:  # line 4
+            product, received = self._gathered_product(parts["left"], parts["right"], pending), None
+        else:
+            product, received = self._summed_product(parts["left"], parts["right"], pending)
+        return kernels.triangle_output(product, parts["gate"], weights_out, received)  # [*, N, N, C_z]
 
     def _start(self, parts: dict):
         """Start the communication of line 4's sum: gather ``right`` (outgoing) or send the partial sums
@@ -262,15 +264,14 @@ class TriangleMultiplication(nn.Module):
             return None
         return self.layout.start_exchange(blocks[0].unsqueeze(0) if len(blocks) == 1 else torch.stack(blocks))
 
-    def _summed_product(self, left: torch.Tensor, right: torch.Tensor, pending) -> torch.Tensor:
-        """Incoming line 4's sum ``[*, N_i / n, N_j, c]`` for this rank's rows ``i``: the block of its own
-        rows ``k`` (formed while the other ranks' sums arrive) plus theirs."""
+    def _summed_product(self, left: torch.Tensor, right: torch.Tensor, pending) -> tuple:
+        """Incoming line 4's sum for this rank's rows ``i`` as two terms: the block of its own rows ``k``
+        ``[*, N_i / n, N_j, c]`` (formed while the other ranks' sums arrive) and theirs, ``[n - 1, *, N_i / n,
+        N_j, c]`` (None on one process), which stage 3 adds as it reads the block."""
         n, own = self.layout.num_shards, self.layout.shard_index
         product = kernels.triangle_product_block(left, right.tensor_split(n, -2)[own], outgoing=False)
-        if pending is not None:
-            for piece in self.layout.wait(pending).unbind(0):
-                product.add_(piece)  # [*, c, N_i / n, N_j]
-        return product.movedim(-3, -1)
+        received = None if pending is None else self.layout.wait(pending).movedim(-3, -1)
+        return product.movedim(-3, -1), received
 
 
 def add_residual(block: nn.Module, act: torch.Tensor, update: torch.Tensor, module: nn.Module,
