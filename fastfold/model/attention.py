@@ -16,7 +16,7 @@ from torch import nn
 from fastfold import kernels
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.layout import AxialLayout
-from fastfold.model.primitives import LayerNorm, glorot_uniform_, scaled
+from fastfold.model.primitives import LayerNorm, affine, glorot_uniform_, scaled
 
 
 def _project_heads(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ class Attention(nn.Module):
             gate = _project_heads(q_data, self.gating_w) + self.gating_b[:, None, :].to(q_data.dtype)
         out = kernels.attention(q, k, v, biases=biases, mask=mask, gate=gate)  # [*, H, Q, c_v]
         out = out.transpose(-2, -3).flatten(-2)  # [*, Q, H * c_v]
-        return out @ self.output_w.flatten(0, 1).to(out.dtype) + self.output_b.to(out.dtype)
+        return affine(out, self.output_w.flatten(0, 1), self.output_b)
 
 
 class GlobalAttention(nn.Module):
@@ -159,14 +159,13 @@ class GlobalAttention(nn.Module):
         v = (m_data @ self.value_w.to(m_data.dtype))[..., None, :, :]  # [*, 1, N, c_v]
         key_mask = mask.bool()[..., None, None, :]  # [*, 1, 1, N]
         average = kernels.attention(q, k, v, mask=key_mask).squeeze(-2)  # [*, H, c_v]
-        output_w = self.output_w.to(average.dtype)
-        output_b = self.output_b.to(average.dtype)
+        output_w = self.output_w.flatten(0, 1)
         if self.gating_w is None:
-            return (average.flatten(-2) @ output_w.flatten(0, 1) + output_b)[..., None, :]
+            return affine(average.flatten(-2), output_w, self.output_b)[..., None, :]
         gate = torch.einsum("...nc,chv->...nhv", q_data, self.gating_w.to(q_data.dtype))
         gate = torch.sigmoid(gate + self.gating_b.to(gate.dtype))
         gated = average[..., None, :, :] * gate  # [*, N, H, c_v]
-        return gated.flatten(-2) @ output_w.flatten(0, 1) + output_b
+        return affine(gated.flatten(-2), output_w, self.output_b)
 
 
 class MSARowAttentionWithPairBias(nn.Module):

@@ -176,6 +176,6 @@ class TemplateSingleEmbedder(nn.Module):
             torsions["alt_torsion_angles_sin_cos"].flatten(-2).to(dtype),
             torsions["torsion_angles_mask"].to(dtype),
         ], dim=-1)  # [*, N_templ, N_res, 57]
-        activations = self.template_projection(torch.relu(self.template_single_embedding(features)))
+        activations = self.template_projection(self.template_single_embedding(features, relu=True))
         # The psi angle depends only on this residue's backbone atoms.
         return activations, torsions["torsion_angles_mask"][..., 2].to(dtype)

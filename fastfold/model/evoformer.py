@@ -25,6 +25,7 @@ from fastfold.model.primitives import (
     TRUNCATED_NORMAL_STDDEV_FACTOR,
     LayerNorm,
     Linear,
+    affine,
     dropout_scale,
     final_init,
     scaled,
@@ -75,7 +76,7 @@ class Transition(nn.Module):
         """act [*, N_rows, N_cols, C] -> update [*, N_rows, N_cols, C]."""
         act = self.input_layer_norm(act)
         return apply_in_chunks(
-            lambda x: self.transition2(torch.relu(self.transition1(x))), [act], dims=[-3],
+            lambda x: self.transition2(self.transition1(x, relu=True)), [act], dims=[-3],
             chunk_size=inference_chunk_size(self.global_config, self.training))
 
 
@@ -115,7 +116,7 @@ class OuterProductMean(nn.Module):
         """left [*, N_seq, I, c], right [*, N_seq, N_res, c] -> [*, I, N_res, C_z] (before the mean)."""
         outer = torch.einsum("...sic,...sje->...ijce", left, right)  # [*, I, N_res, c, c]
         output_w = self.output_w.flatten(0, 1).to(outer.dtype)
-        return outer.flatten(-2) @ output_w + self.output_b.to(outer.dtype)
+        return affine(outer.flatten(-2), output_w, self.output_b)
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
         """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z].

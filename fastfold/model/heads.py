@@ -61,8 +61,8 @@ class PredictedLDDTHead(nn.Module):
 
     def forward(self, representations: dict) -> dict:
         act = self.input_layer_norm(representations["structure_module"])
-        act = torch.relu(self.act_0(act))
-        act = torch.relu(self.act_1(act))
+        act = self.act_0(act, relu=True)
+        act = self.act_1(act, relu=True)
         return {"logits": self.logits(act)}
 
 

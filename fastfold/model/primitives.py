@@ -55,15 +55,36 @@ class Linear(nn.Module):
         with torch.no_grad():
             nn.init.trunc_normal_(self.weights, mean=0.0, std=std, a=-2 * std, b=2 * std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """x [*, *in_shape] -> [*, *out_shape], followed by a ReLU with ``relu``."""
         num_in = len(self.in_shape)
         batch_shape = x.shape[: x.dim() - num_in]
         flat_in = x.reshape(*batch_shape, math.prod(self.in_shape))
         flat_weights = self.weights.reshape(math.prod(self.in_shape), math.prod(self.out_shape))
-        out = (flat_in @ flat_weights.to(x.dtype)).reshape(*batch_shape, *self.out_shape)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        return affine(flat_in, flat_weights, bias, relu).reshape(*batch_shape, *self.out_shape)
+
+
+def affine(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None,
+           relu: bool = False) -> torch.Tensor:
+    """``x @ weights + bias`` (then a ReLU with ``relu``) in x's dtype, as one matrix product.
+
+    x [*, K], weights [K, M], bias [M] or None -> [*, M]. The bias is added in the product's epilogue
+    (``addmm``; in float32 before a 16-bit result is rounded), and without autograd so is the ReLU:
+    no separate passes over the ``[*, M]`` result.
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    weights = weights.to(x.dtype)
+    if bias is None:
+        out = flat @ weights
+    else:
+        bias = bias.to(x.dtype)
+        if relu and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, weights, bias))):
+            # The fused ReLU epilogue has no derivative in PyTorch: only without autograd.
+            return torch._addmm_activation(bias, flat, weights).view(*x.shape[:-1], weights.shape[-1])
+        out = torch.addmm(bias, flat, weights)
+    out = out.view(*x.shape[:-1], weights.shape[-1])
+    return torch.relu(out) if relu else out
 
 
 class LayerNorm(nn.Module):

@@ -178,8 +178,8 @@ class MultiRigidSidechain(nn.Module):
         act = sum(getattr(self, f"input_projection{_haiku_suffix(index)}")(F.relu(x))
                   for index, x in enumerate(representations))
         for block in range(self.num_residual_block):  # line 12
-            update = getattr(self, f"resblock1{_haiku_suffix(block)}")(F.relu(act))
-            act = act + getattr(self, f"resblock2{_haiku_suffix(block)}")(F.relu(update))
+            update = getattr(self, f"resblock1{_haiku_suffix(block)}")(F.relu(act), relu=True)
+            act = act + getattr(self, f"resblock2{_haiku_suffix(block)}")(update)
         unnormalized = self.unnormalized_angles(F.relu(act)).unflatten(-1, (7, 2)).float()  # line 13
         norm = torch.sqrt(torch.clamp(unnormalized.square().sum(dim=-1, keepdim=True), min=1e-12))
         angles = unnormalized / norm
@@ -250,9 +250,8 @@ class FoldIteration(nn.Module):
         act = self.attention_layer_norm(self._dropout(act))
         update = act
         for layer in range(self.config.num_layer_in_transition):
-            update = getattr(self, f"transition{_haiku_suffix(layer)}")(update)
-            if layer < self.config.num_layer_in_transition - 1:
-                update = F.relu(update)
+            update = getattr(self, f"transition{_haiku_suffix(layer)}")(
+                update, relu=layer < self.config.num_layer_in_transition - 1)
         act = self.transition_layer_norm(self._dropout(act + update))
 
         # Line 10 (Algorithm 23): T_i <- T_i o (quaternion (1, b, c, d), t).
