@@ -149,12 +149,21 @@ def check_softmax() -> None:
 
 
 def check_layer_norm() -> None:
-    """LayerNorm over an odd channel count, with weight and bias gradients."""
+    """LayerNorm over an odd channel count, with weight and bias gradients; then on views read through
+    their strides (the transposed pair of the ending node, a channel slice, a batch of transposed pairs),
+    whose results come back contiguous."""
     from fastfold import kernels
     from fastfold.kernels.layer_norm import layer_norm
 
     _compare(lambda *t: kernels.layer_norm(*t), lambda *t: layer_norm(*t),
              (_leaf(3, 7, 37), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
+    for view in (lambda x: x.transpose(-2, -3)[..., 3:], lambda x: x[..., 3:],
+                 lambda x: x.transpose(-2, -3)[1:, ..., 3:]):
+        _compare(lambda x, *t, view=view: kernels.layer_norm(view(x), *t),
+                 lambda x, *t, view=view: layer_norm(view(x), *t),
+                 (_leaf(2, 5, 11, 40), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
+        y = kernels.layer_norm(view(_leaf(2, 5, 11, 40)), _leaf(37), _leaf(37))
+        assert y.is_contiguous(), y.stride()
 
 
 def _run_check(name: str, *args: str, script: str = __file__) -> None:

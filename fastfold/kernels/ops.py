@@ -229,7 +229,7 @@ _layer_norm_fwd = _custom_op("fastfold::layer_norm_fwd", _layer_norm_fwd_impl)
 def _(x, weight, bias, eps):
     rows = x.numel() // x.shape[-1]
     stats = x.new_empty(rows, dtype=torch.float32)
-    return torch.empty_like(x), stats, torch.empty_like(stats)
+    return x.new_empty(x.shape), stats, torch.empty_like(stats)  # y contiguous, whatever x's strides
 
 
 def _layer_norm_bwd_impl(grad_y: Tensor, x: Tensor, weight: Tensor, mean: Tensor,
@@ -242,7 +242,7 @@ _layer_norm_bwd = _custom_op("fastfold::layer_norm_bwd", _layer_norm_bwd_impl)
 
 @_layer_norm_bwd.register_fake
 def _(grad_y, x, weight, mean, rstd):
-    return [torch.empty_like(x), torch.empty_like(weight), torch.empty_like(weight)]
+    return [x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(weight)]
 
 
 def _layer_norm_setup(ctx, inputs, output):

@@ -365,11 +365,14 @@ class TriangleAttention(nn.Module):
         :func:`fastfold.model.primitives.dropout_scale`) is broadcastable to the result. The triangle bias
         is computed on the row slice (the LayerNorm and the projection are per position) and gathered; then
         the pair moves in pieces of whole columns, and the attention on each piece overlaps the all-to-all
-        of the next (``layout.residual_rows_to_columns``).
+        of the next (``layout.residual_rows_to_columns``). Without DAP: ``pair + scale * forward(pair,
+        pair_mask)``.
         """
         if self.config.orientation != "per_column":
             raise ValueError("TriangleAttention.forward_moving serves the ending node (orientation "
                              f"per_column), not orientation {self.config.orientation!r}")
+        if self.layout.num_shards == 1:  # nothing moves: the bias and the attention share one LayerNorm
+            return pair + scaled(self.forward(pair, pair_mask), scale)
         pending = self.layout.start_gather(self._bias(self._normed(pair)), -1)  # [*, H, N_res, N_res / n]
         mask = self._mask(pair_mask)  # [*, N_res / n, N_res], a transposed view
         bias = self.layout.wait(pending)
