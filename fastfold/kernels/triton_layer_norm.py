@@ -5,8 +5,8 @@ Forward: one read of ``x`` and one write of ``y`` per row block, statistics in f
 deviation are kept for the backward pass. ``x`` is read through two row strides (its rows indexed as
 ``[A, B]``), so a transposed view such as the pair around the ending node ``[*, N_j, N_i, C]`` is
 normalised without a copy; ``y`` and ``dx`` are contiguous in ``x``'s logical order. Backward: ``dx``
-row by row, and each program sums its rows'
-``dy * x_hat`` and ``dy`` into one partial row of the weight and bias gradients, summed afterwards.
+row by row, and each program sums its rows' ``dy * x_hat`` and ``dy`` into one partial row of the weight
+and bias gradients, summed afterwards.
 """
 
 import torch
