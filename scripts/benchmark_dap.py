@@ -13,11 +13,14 @@ inference runs the trunk) for the timings and float32 without TF32 for the equal
 default kernels (Triton on CUDA), inference chunked by ``--subbatch`` rows, training with
 rematerialisation. DAP 2 with overlap runs once per ``--gather-groups`` value (the channel groups of
 the triangle update's gather of ``right``). Prints markdown tables (peak memory of rank 0) and the
-part of the exposed communication that the overlap removes; writes ``OUT/dap_results.json``.
+part of the exposed communication that the overlap removes; writes ``OUT/dap_results.json``. With
+``--graphs`` the inference steps are timed as replays of one CUDA graph of the step (the DAP group's
+collectives replay in it), which takes the host's launch time and its jitter out of the ratios.
 """
 
 import argparse
 import copy
+import functools
 import gzip
 import json
 import os
@@ -64,11 +67,30 @@ def run(model, args: tuple, train: bool) -> tuple:
     return msa, pair
 
 
-def seconds(model, args: tuple, train: bool, repeats: int) -> float:
+def captured(step):
+    """A CUDA graph of ``step`` (a function of no arguments) after two warm-up calls on a side stream, as
+    capture requires; ``graph.replay()`` runs it again on the same memory."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+def seconds(model, args: tuple, train: bool, repeats: int, graph: bool = False) -> float:
     """Median wall time of ``repeats`` steps after one warm-up, the slowest rank's; NaN when out of memory
-    (at DAP 1 the ranks are independent; at DAP 2 both run out together, their halves being equal)."""
+    (at DAP 1 the ranks are independent; at DAP 2 both run out together, their halves being equal). With
+    ``graph`` (inference) the step is captured once in a CUDA graph (the DAP group's collectives replay in
+    it) and the replays are timed: no Python launch time."""
     try:
         run(model, args, train)
+        eager = functools.partial(run, model, args, train)
+        step = captured(eager).replay if graph else eager
     except torch.OutOfMemoryError:
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
@@ -78,7 +100,7 @@ def seconds(model, args: tuple, train: bool, repeats: int) -> float:
         dist.barrier()
         torch.cuda.synchronize()
         start = time.perf_counter()
-        run(model, args, train)
+        step()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
@@ -188,6 +210,8 @@ def main() -> None:
     parser.add_argument("--profile-train-size", type=int, default=0, help="also profile a training step")
     parser.add_argument("--gather-groups", type=int, nargs="+", default=[1, 4],
                         help="channel groups of the triangle update's gather; DAP 2 overlap runs per value")
+    parser.add_argument("--graphs", action="store_true",
+                        help="time inference as replays of a CUDA graph of the step (no Python launch time)")
     options = parser.parse_args()
     dtype = getattr(torch, options.dtype)
     mesh = init_from_env(dap_size=2)
@@ -218,7 +242,8 @@ def main() -> None:
             for key, dap, overlap, groups in variants:
                 parallelize(model, meshes[dap], overlap=overlap, gather_groups=groups)
                 torch.cuda.reset_peak_memory_stats()
-                row[key] = seconds(model, args, train, options.repeats)
+                row[key] = seconds(model, args, train, options.repeats, graph=options.graphs and not train)
+                torch.cuda.empty_cache()  # a graph's memory pool goes with it
                 row[f"{key}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             rows.append(row)
             if rank0:

@@ -41,7 +41,7 @@ def main() -> None:
 
         step()
         eager = _median_seconds(step, 3)
-        graph = _captured(step)
+        graph = bench.captured(step)
         replay = _median_seconds(graph.replay, 5)
         print(f"{os.path.dirname(fastfold.__file__)} {name}: eager {eager:.4f} s, graph {replay:.4f} s, "
               f"eager / graph {eager / replay:.2f}", flush=True)
@@ -59,22 +59,6 @@ def _median_seconds(fn, repeats: int) -> float:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _captured(step):
-    """A CUDA graph of ``step`` after two warm-up calls on a side stream (as capture requires)."""
-    import torch
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        step()
-    return graph
 
 
 if __name__ == "__main__":
