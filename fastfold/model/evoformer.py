@@ -115,8 +115,7 @@ class OuterProductMean(nn.Module):
     def _project_outer(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """left [*, N_seq, I, c], right [*, N_seq, N_res, c] -> [*, I, N_res, C_z] (before the mean)."""
         outer = torch.einsum("...sic,...sje->...ijce", left, right)  # [*, I, N_res, c, c]
-        output_w = self.output_w.flatten(0, 1).to(outer.dtype)
-        return affine(outer.flatten(-2), output_w, self.output_b)
+        return affine(outer.flatten(-2), self.output_w.flatten(0, 1), self.output_b)
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
         """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z].
