@@ -164,6 +164,8 @@ def check_layer_norm() -> None:
                  (_leaf(2, 5, 11, 40), _leaf(37), _leaf(37)), ["x", "weight", "bias"])
         y = kernels.layer_norm(view(_leaf(2, 5, 11, 40)), _leaf(37), _leaf(37))
         assert y.is_contiguous(), y.stride()
+    for empty in ((3, 0, 37), (0, 5, 37)):
+        assert kernels.layer_norm(_leaf(*empty), _leaf(37), _leaf(37)).shape == empty
 
 
 def _run_check(name: str, *args: str, script: str = __file__) -> None:

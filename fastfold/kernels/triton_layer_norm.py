@@ -82,7 +82,7 @@ def _row_block(c: int) -> tuple:
 def _rows_view(x: torch.Tensor) -> tuple:
     """x [*, C] as an ``[A, B, C]`` view with contiguous channels (copied only if no such view exists) and
     its kernel arguments ``(B, stride_a, stride_b)``."""
-    x3 = x.reshape(-1, x.shape[-2] if x.dim() > 1 else 1, x.shape[-1])
+    x3 = x.reshape(-1, x.shape[-2] if x.dim() > 1 and x.shape[-2] > 0 else 1, x.shape[-1])
     if x3.stride(-1) != 1:
         x3 = x3.contiguous()
     return x3, (x3.shape[1], x3.stride(0), x3.stride(1))
