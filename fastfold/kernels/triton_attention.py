@@ -104,7 +104,24 @@ def query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C: tl.const
 
 
 @triton.jit
-def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK,
+def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
+    """[1, BK] float32 logit offsets of a block of keys: 0 for a kept key, -1e9 for a key masked by a mask
+    that is the same for every query (``HAS_MASK``; one row of keys is read), -inf past LK.
+
+    The kernels load these ahead of the block's product (one block ahead in the loops over keys, once
+    for a fixed key block): added to the product, the offset becomes its accumulator's initial value, so
+    a load issued in the same step would stall the product."""
+    k_valid = offs_k[None, :] < LK
+    offset = tl.zeros([1, offs_k.shape[0]], tl.float32)
+    if HAS_MASK:
+        keys = m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k[None, :] * m_st[4]
+        keep = tl.load(keys, mask=k_valid, other=0)
+        offset = tl.where(keep != 0, offset, -MASK_OFFSET)
+    return tl.where(k_valid, offset, float("-inf"))
+
+
+@triton.jit
+def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                 PRECISION: tl.constexpr, FULL: tl.constexpr):
@@ -113,8 +130,9 @@ def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK,
 
     Query rows past LQ read the last query's bias and mask (finite values, in rows never stored), so
     the [BQ, BK] bias and mask tiles need bounds checks only on keys, and only in the last, partial,
-    key block (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) is read as
-    one row of keys and added as a per-key offset (0, -1e9, or -inf past LK): one addition per logit.
+    key block (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) arrives as the
+    block's :func:`key_offsets` (``offset``, loaded by the caller), as do the -inf of keys past LK in a
+    partial block: one addition per logit. ``offset`` is unused in a full block without such a mask.
     """
     s = tl.dot(q, k_t, input_precision=PRECISION)
     rows = tl.minimum(offs_q, LQ - 1)
@@ -123,14 +141,6 @@ def logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK,
         keep = key_tile(m_ptr, m_st, z1, z2, z3, rows, offs_k, k_valid, FULL)
         s = tl.where(keep != 0, s, s - MASK_OFFSET)
     elif HAS_MASK or not FULL:
-        offset = tl.zeros([1, offs_k.shape[0]], tl.float32)
-        if HAS_MASK:
-            # a [1, BK] row, unchecked in full blocks: fewer instructions than a 1-D load and select
-            keys = m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k[None, :] * m_st[4]
-            keep = tl.load(keys) if FULL else tl.load(keys, mask=k_valid[None, :], other=0)
-            offset = tl.where(keep != 0, offset, -MASK_OFFSET)
-        if not FULL:
-            offset = tl.where(k_valid[None, :], offset, float("-inf"))
         s += offset
     if NUM_BIAS >= 1:
         s += key_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
@@ -155,7 +165,7 @@ def split_pid(pid, Z2, Z3, N_INNER):
 
 
 @triton.jit
-def _fwd_step(q, m_i, l_i, acc, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
               k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
               NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
               BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
@@ -165,7 +175,7 @@ def _fwd_step(q, m_i, l_i, acc, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, 
     k_valid = offs_k < LK
     k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
                        offs_c < C, k_valid, not EVEN_C, not FULL)
-    s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+    s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                     b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = exp(m_i - m_new, FAST_EXP)
@@ -193,16 +203,23 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_CV], tl.float32)
     full_end = LK // BLOCK_K * BLOCK_K  # full key blocks without bounds checks, then the partial one
+    per_key = HAS_MASK and MASK_PER_KEY
+    offset = key_offsets(m_ptr, m_st, z1, z2, z3, tl.arange(0, BLOCK_K), LK, per_key)
     for start in range(0, full_end, BLOCK_K):
-        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, start, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                                  k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
-                                  b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
-                                  PRECISION, True)
+        block_offset = offset
+        if per_key:  # the next block's offsets, loaded one step ahead
+            offset = key_offsets(m_ptr, m_st, z1, z2, z3, start + BLOCK_K + tl.arange(0, BLOCK_K), LK, True)
+        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, block_offset, start, z1, z2, z3, offs_q, offs_c, offs_cv,
+                                  LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st,
+                                  b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K,
+                                  EVEN_C, FAST_EXP, PRECISION, True)
     if full_end < LK:
-        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, full_end, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C,
-                                  CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
-                                  b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP,
-                                  PRECISION, False)
+        if not per_key:  # (with a per-key mask the loop has loaded this block's offsets)
+            offset = key_offsets(m_ptr, m_st, z1, z2, z3, full_end + tl.arange(0, BLOCK_K), LK, False)
+        m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, offset, full_end, z1, z2, z3, offs_q, offs_c, offs_cv,
+                                  LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st,
+                                  b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K,
+                                  EVEN_C, FAST_EXP, PRECISION, False)
     acc = acc / l_i[:, None]
     out_valid = q_valid[:, None] & (offs_cv < CV)[None, :]
     if SAVE_STATS:

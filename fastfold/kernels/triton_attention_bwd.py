@@ -33,6 +33,7 @@ from fastfold.kernels.triton_attention import (
     channel_tile,
     exp,
     grid_over,
+    key_offsets,
     launcher,
     lead_offset,
     load_tile,
@@ -90,7 +91,7 @@ def _gate_grad_kernel(do_ptr, o_ptr, g_ptr, dg_ptr, do_st, o_st, g_st, dg_st, Z2
 
 
 @triton.jit
-def _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
+def _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
                  q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st,
                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
@@ -105,7 +106,7 @@ def _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C,
         rows = tl.minimum(offs_q, LQ - 1)
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
-        s = logits_tile(q, k_t, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+        s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                         b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
         p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
@@ -135,16 +136,17 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
     v = load_tile(v_ptr, v_st, z1, z2, z3, offs_k, offs_cv, valid_v)
     dk = tl.zeros([BLOCK_K, BLOCK_C], tl.float32)
     dv = tl.zeros([BLOCK_K, BLOCK_CV], tl.float32)
+    offset = key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK and MASK_PER_KEY)
     if (kb + 1) * BLOCK_K <= LK:
-        dk, dv = _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
-                              q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                              b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
-                              BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, True)
+        dk, dv = _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
+                              scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr,
+                              m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
+                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, True)
     else:
-        dk, dv = _bwd_kv_loop(k_t, v, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV, scale,
-                              q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                              b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
-                              BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False)
+        dk, dv = _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
+                              scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr,
+                              m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
+                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False)
     store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, valid)
     store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, valid_v)
 
@@ -160,7 +162,7 @@ def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: t
 
 
 @triton.jit
-def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+def _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
@@ -171,7 +173,7 @@ def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, C
     k_valid = offs_k < LK
     k = channel_tile(k_ptr, k_st, z1, z2, z3, offs_k, k_valid, offs_c, C, not FULL, EVEN_C)
     v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
-    s = logits_tile(q, tl.trans(k), z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+    s = logits_tile(q, tl.trans(k), offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
                     b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
     p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
@@ -181,8 +183,8 @@ def _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, C
 
 
 @triton.jit
-def _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, kb, z1, z2, z3, offs_q, offs_c, offs_cv,
-                 LQ, LK, C, CV,
+def _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, kb, z1, z2, z3,
+                 offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                  k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                  db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
@@ -192,14 +194,14 @@ def _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, kb, z1, z2, z3, off
     """Key block ``kb`` of the program's ``ROWS`` rows (z2 and, with ``ROWS`` 2, ``z2_b`` weighted by
     ``weight_b``: 0 for the copy of z2 past the last row): their dQ shares, and the sum of their dS tiles
     added once to each bias gradient (every bias is broadcast over z2 when ``ROWS`` is 2)."""
-    dq, ds = _bwd_q_step(q, do, dq, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+    dq, ds = _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                          k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
                          b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
                          BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
     if ROWS == 2:
-        dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, kb, z1, z2_b, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                                 b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
+        dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, offset_b, kb, z1, z2_b, z3, offs_q, offs_c, offs_cv,
+                                 LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
+                                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
                                  MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
         ds += ds_b * weight_b
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -245,18 +247,33 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
         do_b = channel_tile(do_ptr, do_st, z1, z2_b, z3, rows, rows, offs_cv, CV, False, EVEN_C)
     n_full = LK // BLOCK_K
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
+    per_key = HAS_MASK and MASK_PER_KEY
+    keys = tl.arange(0, BLOCK_K)
+    offset = key_offsets(m_ptr, m_st, z1, z2, z3, shift % tl.maximum(n_full, 1) * BLOCK_K + keys, LK, per_key)
+    offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, shift % tl.maximum(n_full, 1) * BLOCK_K + keys, LK,
+                           per_key and ROWS == 2)
     for i in range(0, n_full):
-        dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, (i + shift) % n_full, z1, z2, z3,
-                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr,
-                                stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
-                                b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
-                                MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True)
+        kb = (i + shift) % n_full
+        block_offset, block_offset_b = offset, offset_b
+        if per_key:  # the next block's offsets, loaded one step ahead
+            next_keys = (kb + 1) % n_full * BLOCK_K + keys
+            offset = key_offsets(m_ptr, m_st, z1, z2, z3, next_keys, LK, True)
+            if ROWS == 2:
+                offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, next_keys, LK, True)
+        dq, dq_b = _bwd_q_block(q, do, dq, block_offset, q_b, do_b, dq_b, block_offset_b, weight_b, z2_b, kb,
+                                z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
+                                stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
+                                b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
+                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True)
     if n_full * BLOCK_K < LK:
-        dq, dq_b = _bwd_q_block(q, do, dq, q_b, do_b, dq_b, weight_b, z2_b, n_full, z1, z2, z3,
-                                offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr,
-                                stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
-                                b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS, HAS_MASK,
-                                MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False)
+        partial_keys = n_full * BLOCK_K + keys
+        offset = key_offsets(m_ptr, m_st, z1, z2, z3, partial_keys, LK, per_key)
+        offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, partial_keys, LK, per_key and ROWS == 2)
+        dq, dq_b = _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, n_full,
+                                z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
+                                stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
+                                b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
+                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False)
     valid = (offs_q < LQ)[:, None] & (offs_c < C)[None, :]
     store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq * scale, valid)
     if ROWS == 2:
