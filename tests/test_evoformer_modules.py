@@ -184,6 +184,10 @@ def test_outer_product_mean(config, inputs, chunk_size):
         inputs["msa"], inputs["msa_mask"])
     module = loaded(OuterProductMean(c, gc, MSA_DIM, PAIR_DIM), flat, "outer_product_mean")
     assert_close(module(t(inputs["msa"]), t(inputs["msa_mask"])), ref, RELATIVE_TOLERANCE)
+    with torch.no_grad():  # the outer products formed (e, c)-major (inference only), also batched
+        assert_close(module(t(inputs["msa"]), t(inputs["msa_mask"])), ref, RELATIVE_TOLERANCE)
+        batched = module(t(inputs["msa"]).expand(2, -1, -1, -1), t(inputs["msa_mask"]).expand(2, -1, -1))
+        assert_close(batched, np.broadcast_to(ref, batched.shape), RELATIVE_TOLERANCE)
 
 
 @pytest.mark.parametrize("name", ["triangle_multiplication_outgoing", "triangle_multiplication_incoming"])

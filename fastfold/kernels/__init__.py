@@ -27,6 +27,7 @@ import torch
 
 from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.layer_norm import layer_norm as layer_norm_torch
+from fastfold.kernels.operands import converted, needs_grad
 from fastfold.kernels.softmax import softmax_torch
 from fastfold.kernels.triangle_multiplication import (
     ProductBlocks,
@@ -164,6 +165,6 @@ def triangle_output(product: torch.Tensor, gate: torch.Tensor, weights: Triangle
 
 
 __all__ = ["Kernel", "KERNEL_ENV_VAR", "ProductBlocks", "TriangleOutputWeights", "TriangleProjectionWeights",
-           "attention", "channel_groups", "kernel_setting", "layer_norm", "set_default_kernel", "softmax",
-           "triangle_output", "triangle_product", "triangle_product_block", "triangle_projection_parts",
-           "triangle_projections", "with_addends"]
+           "attention", "channel_groups", "converted", "kernel_setting", "layer_norm", "needs_grad",
+           "set_default_kernel", "softmax", "triangle_output", "triangle_product", "triangle_product_block",
+           "triangle_projection_parts", "triangle_projections", "with_addends"]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from fastfold.kernels import (
+    needs_grad,
     triton_attention,
     triton_attention_bwd,
     triton_layer_norm,
@@ -23,11 +24,6 @@ from fastfold.kernels.triangle_multiplication import (
     TriangleProjectionWeights,
     with_addends,
 )
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
 
 _IMPLEMENTATIONS = {}  # custom op -> the function it wraps, which eager calls run directly
 _AUTOGRAD = {}  # custom op -> (setup_context, backward), for _Eager
@@ -158,7 +154,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = 
         for bias in biases[keep + 1:]:
             tail = tail + bias.float()
         biases = biases[:keep] + [tail]
-    save_stats = _needs_grad(q, k, v, gate, *biases)
+    save_stats = needs_grad(q, k, v, gate, *biases)
     return _call(_attention_fwd, q, k, v, biases, mask, gate, save_stats, grad=save_stats)[0]
 
 
@@ -211,7 +207,7 @@ _register(_softmax_fwd, _softmax_backward, _softmax_setup)
 
 def softmax(x: Tensor, bias: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
     """Fused ``softmax(x + mask bias + bias)``; as :func:`fastfold.kernels.softmax.softmax_torch`."""
-    return _call(_softmax_fwd, x, bias, mask, grad=_needs_grad(x, bias))
+    return _call(_softmax_fwd, x, bias, mask, grad=needs_grad(x, bias))
 
 
 # --- layer norm ---------------------------------------------------------------------------------------
@@ -264,7 +260,7 @@ _register(_layer_norm_fwd, _layer_norm_backward, _layer_norm_setup)
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Fused LayerNorm over the last dimension; as :func:`fastfold.kernels.layer_norm.layer_norm`."""
     return _call(_layer_norm_fwd, x, weight, bias, eps,
-                 grad=_needs_grad(x, weight, bias))[0]
+                 grad=needs_grad(x, weight, bias))[0]
 
 
 # --- triangle multiplicative update, stages 1 and 3 ------------------------------------------------------
@@ -326,7 +322,7 @@ def triangle_projections(pair: Tensor, mask: Tensor, weights: TriangleProjection
     starts gathering ``right`` before ``left`` and the gate exist.
     """
     weights = [t.contiguous() for t in weights]
-    grad = _needs_grad(pair, *weights)
+    grad = needs_grad(pair, *weights)
     if grad or torch.compiler.is_compiling():
         left, right, gate = _call(_triangle_projections, pair, mask, weights, grad=grad)
     else:
@@ -387,7 +383,7 @@ def triangle_output(product: Tensor, gate: Tensor, weights: TriangleOutputWeight
     no pass over the product to add the other ranks' partial sums); otherwise they are added first.
     """
     weights = [t.contiguous() for t in weights]
-    grad = _needs_grad(product, gate, addends, *weights)
+    grad = needs_grad(product, gate, addends, *weights)
     if addends is not None and not grad and not torch.compiler.is_compiling():
         return triton_triangle.output_forward(product, gate, TriangleOutputWeights(*weights), addends)
     return _call(_triangle_output, with_addends(product, addends), gate, weights, grad=grad)

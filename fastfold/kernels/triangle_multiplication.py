@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 
 from fastfold.kernels.layer_norm import layer_norm
+from fastfold.kernels.operands import converted
 
 
 class TriangleProjectionWeights(NamedTuple):
@@ -61,7 +62,7 @@ class TriangleOutputWeights(NamedTuple):
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """As AlphaFold's ``Linear``: ``x @ weight + bias`` in x's dtype."""
-    return x @ weight.to(x.dtype) + bias.to(x.dtype)
+    return x @ converted(weight, x.dtype) + converted(bias, x.dtype)
 
 
 def triangle_projections_torch(pair: torch.Tensor, mask: torch.Tensor,

@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.operands import converted
 from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
 from fastfold.kernels.triton_layout import dot_precision
 
@@ -301,9 +302,7 @@ def _dot_operands(weights: tuple, dtype: torch.dtype, transposed: bool = False) 
 
     Every program reads every matrix, so 16-bit copies halve that traffic; vectors stay float32.
     """
-    if not transposed:
-        return [t.to(dtype) if t.dim() == 2 else t for t in weights]
-    return [t.new_empty(t.shape[::-1], dtype=dtype).copy_(t.t()) if t.dim() == 2 else t for t in weights]
+    return [converted(t, dtype, transposed) if t.dim() == 2 else t for t in weights]
 
 
 def _like(grads, weights) -> list:

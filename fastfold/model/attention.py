@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fastfold import kernels
+from fastfold.kernels.operands import converted
 from fastfold.model.chunking import apply_in_chunks, inference_chunk_size
 from fastfold.model.layout import AxialLayout
 from fastfold.model.primitives import LayerNorm, affine, glorot_uniform_, scaled
@@ -21,7 +22,7 @@ from fastfold.model.primitives import LayerNorm, affine, glorot_uniform_, scaled
 
 def _project_heads(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """x [*, N, C] with weights [C, H, c] -> [*, H, N, c]."""
-    flat = x @ weights.flatten(1).to(x.dtype)  # [*, N, H * c]
+    flat = x @ converted(weights.flatten(1), x.dtype)  # [*, N, H * c]
     return flat.unflatten(-1, weights.shape[1:]).transpose(-2, -3)
 
 
@@ -101,7 +102,7 @@ class Attention(nn.Module):
         v = _project_heads(m_data, self.value_w)  # [*, H, K, c_v]
         gate = None
         if self.gating_w is not None:
-            gate = _project_heads(q_data, self.gating_w) + self.gating_b[:, None, :].to(q_data.dtype)
+            gate = _project_heads(q_data, self.gating_w) + converted(self.gating_b[:, None, :], q_data.dtype)
         out = kernels.attention(q, k, v, biases=biases, mask=mask, gate=gate)  # [*, H, Q, c_v]
         out = out.transpose(-2, -3).flatten(-2)  # [*, Q, H * c_v]
         return affine(out, self.output_w.flatten(0, 1), self.output_b)
@@ -155,15 +156,15 @@ class GlobalAttention(nn.Module):
         mask = mask.to(q_data.dtype)
         q_mean = (mask[..., None] * q_data).sum(dim=-2) / (mask.sum(dim=-1, keepdim=True) + 1e-10)  # [*, C_q]
         q = _project_heads(q_mean[..., None, :], self.query_w)  # [*, H, 1, c]
-        k = (m_data @ self.key_w.to(m_data.dtype))[..., None, :, :]  # [*, 1, N, c]
-        v = (m_data @ self.value_w.to(m_data.dtype))[..., None, :, :]  # [*, 1, N, c_v]
+        k = (m_data @ converted(self.key_w, m_data.dtype))[..., None, :, :]  # [*, 1, N, c]
+        v = (m_data @ converted(self.value_w, m_data.dtype))[..., None, :, :]  # [*, 1, N, c_v]
         key_mask = mask.bool()[..., None, None, :]  # [*, 1, 1, N]
         average = kernels.attention(q, k, v, mask=key_mask).squeeze(-2)  # [*, H, c_v]
         output_w = self.output_w.flatten(0, 1)
         if self.gating_w is None:
             return affine(average.flatten(-2), output_w, self.output_b)[..., None, :]
-        gate = torch.einsum("...nc,chv->...nhv", q_data, self.gating_w.to(q_data.dtype))
-        gate = torch.sigmoid(gate + self.gating_b.to(gate.dtype))
+        gate = torch.einsum("...nc,chv->...nhv", q_data, converted(self.gating_w, q_data.dtype))
+        gate = torch.sigmoid(gate + converted(self.gating_b, gate.dtype))
         gated = average[..., None, :, :] * gate  # [*, N, H, c_v]
         return affine(gated.flatten(-2), output_w, self.output_b)
 
@@ -200,7 +201,7 @@ class MSARowAttentionWithPairBias(nn.Module):
         is normalised.
         """
         pair = self.feat_2d_norm(pair)
-        pair_bias = torch.einsum("...qkc,ch->...hqk", pair, self.feat_2d_weights.to(pair.dtype))
+        pair_bias = torch.einsum("...qkc,ch->...hqk", pair, converted(self.feat_2d_weights, pair.dtype))
         pending = self.layout.start_gather(pair_bias, -2)  # [*, H, N_res / n, N_res]
         msa = self.query_norm(msa)
         key_mask = self.layout.shard(msa_mask, -2).bool()[..., :, None, None, :]  # [*, N_seq, 1, 1, N]
@@ -393,7 +394,7 @@ class TriangleAttention(nn.Module):
 
     def _bias(self, normed: torch.Tensor) -> torch.Tensor:
         """The triangle bias of a normed, oriented pair: [*, A, B, C_z] -> [*, H, A, B]."""
-        return torch.einsum("...qkc,ch->...hqk", normed, self.feat_2d_weights.to(normed.dtype))
+        return torch.einsum("...qkc,ch->...hqk", normed, converted(self.feat_2d_weights, normed.dtype))
 
     def _mask(self, pair_mask: torch.Tensor) -> torch.Tensor:
         """Whole pair_mask [*, N_res, N_res] -> the mask of the rows this process attends within, oriented:

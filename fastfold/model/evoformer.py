@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fastfold import kernels
+from fastfold.kernels import needs_grad
 from fastfold.model.attention import (
     MSAColumnAttention,
     MSAColumnGlobalAttention,
@@ -114,8 +115,21 @@ class OuterProductMean(nn.Module):
 
     def _project_outer(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """left [*, N_seq, I, c], right [*, N_seq, N_res, c] -> [*, I, N_res, C_z] (before the mean)."""
-        outer = torch.einsum("...sic,...sje->...ijce", left, right)  # [*, I, N_res, c, c]
-        return affine(outer.flatten(-2), self.output_w.flatten(0, 1), self.output_b)
+        if needs_grad(left, right, self.output_w, self.output_b):
+            outer = torch.einsum("...sic,...sje->...ijce", left, right)  # [*, I, N_res, c, c]
+            return affine(outer.flatten(-2), self.output_w.flatten(0, 1), self.output_b)
+        # Without autograd the outer products are formed (e, c)-major, [I, N_res * e, c], by one product
+        # batched over i whose shared operand (right) has a stride-0 batch: the projection reads them as
+        # they are, without the permuted copy of the [I, N_res, c, c] products that the einsum makes.
+        s, n_i, c = left.shape[-3:]
+        n_j, e = right.shape[-2:]
+        weights = self.output_w.transpose(0, 1).flatten(0, 1)  # [(e c), C_z]
+        lefts, rights = left.reshape(-1, s, n_i, c), right.reshape(-1, s, n_j * e)
+        updates = [affine(torch.bmm(rhs.t().expand(n_i, -1, -1), lhs.transpose(0, 1)).view(n_i, n_j, e * c),
+                          weights, self.output_b)
+                   for lhs, rhs in zip(lefts, rights, strict=True)]
+        update = updates[0] if len(updates) == 1 else torch.stack(updates)
+        return update.view(*left.shape[:-3], n_i, n_j, -1)
 
     def forward(self, msa: torch.Tensor, msa_mask: torch.Tensor) -> torch.Tensor:
         """msa [*, N_seq, N_res, C_m], msa_mask [*, N_seq, N_res] -> update [*, N_res, N_res, C_z].

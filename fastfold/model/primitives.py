@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fastfold.kernels import layer_norm
+from fastfold.kernels import converted, layer_norm, needs_grad
 from fastfold.model.layout import AxialLayout
 
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it restores the
@@ -74,12 +74,12 @@ def affine(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None,
     no separate passes over the ``[*, M]`` result.
     """
     flat = x.reshape(-1, x.shape[-1])
-    weights = weights.to(x.dtype)
+    weights = converted(weights, x.dtype)
     if bias is None:
         out = flat @ weights
     else:
-        bias = bias.to(x.dtype)
-        if relu and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, weights, bias))):
+        bias = converted(bias, x.dtype)
+        if relu and not needs_grad(x, weights, bias):
             # The fused ReLU epilogue has no derivative in PyTorch: only without autograd.
             return torch._addmm_activation(bias, flat, weights).view(*x.shape[:-1], weights.shape[-1])
         out = torch.addmm(bias, flat, weights)
