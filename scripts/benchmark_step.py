@@ -2,7 +2,8 @@
 
 The 48-block ``EvoformerStack`` of ``scripts/benchmark_dap.py`` (model_1_ptm widths, random non-zero
 parameters, 128-row chunks), N_seq 128, N_res 1024 by default, in bfloat16 and float32 (TF32 products).
-The graph replay has no Python launch time, so ``eager / graph`` is the host's share. With ``--tree`` the
+The graph replay has no Python launch time, so ``eager / graph`` is the host's share. The outputs' mean
+magnitudes are printed to compare trees. With ``--tree`` the
 ``fastfold`` package comes from another checkout (a ``git worktree`` of an older commit), so that two trees
 can be timed alternately in one call on one GPU::
 
@@ -39,7 +40,9 @@ def main() -> None:
         def step(inputs=inputs):
             return bench.run(model, inputs, False)
 
-        step()
+        msa, pair = step()
+        print(f"{name} outputs: mean |msa| {msa.double().abs().mean():.6f}, mean |pair| "
+              f"{pair.double().abs().mean():.6f}", flush=True)
         eager = _median_seconds(step, 3)
         graph = bench.captured(step)
         replay = _median_seconds(graph.replay, 5)
