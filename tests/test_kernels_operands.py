@@ -22,8 +22,11 @@ def test_kept_while_unchanged():
         transposed = converted(weight, torch.bfloat16, transposed=True)
         assert transposed.shape == (5, 6) and transposed.is_contiguous()
         torch.testing.assert_close(transposed, weight.t().to(torch.bfloat16), rtol=0, atol=0)
-        # the same dtype without a layout change is the parameter itself
+        # the same dtype without a layout change is the parameter itself; a permuted view is kept contiguous
         assert converted(weight, torch.float32) is weight
+        permuted = converted(weight.t(), torch.float32)
+        assert permuted.is_contiguous() and converted(weight.t(), torch.float32) is permuted
+        torch.testing.assert_close(permuted, weight.t(), rtol=0, atol=0)
 
 
 def test_reconverted_after_in_place_update_or_new_storage():

@@ -28,20 +28,19 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
 
 
 def _convert(t: torch.Tensor, dtype: torch.dtype, transposed: bool) -> torch.Tensor:
-    if transposed:
-        return t.new_empty(t.shape[::-1], dtype=dtype).copy_(t.t())
-    return t.to(dtype)
+    source = t.t() if transposed else t
+    return t.new_empty(source.shape, dtype=dtype).copy_(source)  # contiguous, one pass
 
 
 def converted(t: torch.Tensor, dtype: torch.dtype, transposed: bool = False) -> torch.Tensor:
-    """``t`` in ``dtype``; with ``transposed`` a matrix's transpose, contiguous (``[in, out]`` weights
-    stored ``[out, in]``).
+    """``t`` in ``dtype``, contiguous (a contiguous ``t`` of that dtype is returned as it is); with
+    ``transposed`` a matrix's transpose (``[in, out]`` weights stored ``[out, in]``).
 
     ``t`` may be a parameter or a view of one (flattened, sliced): the copy is kept on the parameter,
     keyed by the view's shape, strides and offset. Other tensors are converted at every call.
     The returned copy is shared: callers must not modify it.
     """
-    if not transposed and t.dtype == dtype:
+    if not transposed and t.dtype == dtype and t.is_contiguous():
         return t
     owner = t if t._base is None else t._base
     if not isinstance(owner, nn.Parameter) or torch.is_grad_enabled() or torch.compiler.is_compiling():

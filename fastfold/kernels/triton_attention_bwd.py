@@ -249,9 +249,9 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
     per_key = HAS_MASK and MASK_PER_KEY
     keys = tl.arange(0, BLOCK_K)
-    offset = key_offsets(m_ptr, m_st, z1, z2, z3, shift % tl.maximum(n_full, 1) * BLOCK_K + keys, LK, per_key)
-    offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, shift % tl.maximum(n_full, 1) * BLOCK_K + keys, LK,
-                           per_key and ROWS == 2)
+    first_keys = shift % tl.maximum(n_full, 1) * BLOCK_K + keys
+    offset = key_offsets(m_ptr, m_st, z1, z2, z3, first_keys, LK, per_key)
+    offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, first_keys, LK, per_key and ROWS == 2)
     for i in range(0, n_full):
         kb = (i + shift) % n_full
         block_offset, block_offset_b = offset, offset_b

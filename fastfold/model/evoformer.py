@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fastfold import kernels
-from fastfold.kernels import needs_grad
+from fastfold.kernels import converted, needs_grad
 from fastfold.model.attention import (
     MSAColumnAttention,
     MSAColumnGlobalAttention,
@@ -123,7 +123,7 @@ class OuterProductMean(nn.Module):
         # they are, without the permuted copy of the [I, N_res, c, c] products that the einsum makes.
         s, n_i, c = left.shape[-3:]
         n_j, e = right.shape[-2:]
-        weights = self.output_w.transpose(0, 1).flatten(0, 1)  # [(e c), C_z]
+        weights = converted(self.output_w.transpose(0, 1), left.dtype).flatten(0, 1)  # [(e c), C_z], kept
         lefts, rights = left.reshape(-1, s, n_i, c), right.reshape(-1, s, n_j * e)
         updates = [affine(torch.bmm(rhs.t().expand(n_i, -1, -1), lhs.transpose(0, 1)).view(n_i, n_j, e * c),
                           weights, self.output_b)
