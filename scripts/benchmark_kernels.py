@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
-from fastfold.kernels import ops
+from fastfold.kernels import ops, triton_attention, triton_attention_bwd
 from fastfold.kernels.attention import attention_torch
 from fastfold.kernels.softmax import mask_to_bias
 from fastfold.kernels.triangle_multiplication import (
@@ -332,6 +332,9 @@ def main():
             with open(args.markdown, "w") as f:
                 f.write(f"{env}\n\n{tables}")
     print("\n" + tables)
+    for tiled in (triton_attention._fwd_tiled, triton_attention_bwd._kv_tiled, triton_attention_bwd._q_tiled):
+        for key, settings in tiled.chosen.items():
+            print(f"tiles chosen: {tiled.kernel.fn.__name__} {key}: {settings}")
     if MISMATCHES:
         print("MISMATCH against the PyTorch twin: " + "; ".join(MISMATCHES), flush=True)
         sys.exit(1)

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=32, help="channels per head")
     parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     parser.add_argument("--tiles", nargs="*", default=[], metavar="KERNEL=BQ,BK,WARPS,STAGES",
-                        help="tiles per kernel (default: the first of each autotuning set)")
+                        help="tiles per kernel (default: the first of each tile set)")
     options = parser.parse_args()
     tiles = {"_fwd_kernel": triton_attention.FWD_TILES[0], "_bwd_kv_kernel": triton_attention_bwd.KV_TILES[0],
              "_bwd_q_kernel": triton_attention_bwd.Q_TILES[0]}

@@ -60,22 +60,21 @@ class _Recorder:
 def recorded_attention_launches(tiles: dict):
     """Within the block the attention wrappers record their launches (yielded list) instead of running.
 
-    ``tiles`` maps a kernel name to its ``(BLOCK_Q, BLOCK_K, num_warps, num_stages)``, the settings an
-    autotuned launch would pick; kernels not named get ``triton_attention.FP32_TILES``. Call the wrappers
+    ``tiles`` maps a kernel name to its ``(BLOCK_Q, BLOCK_K, num_warps, num_stages)``, the settings a
+    timed choice would make; kernels not named get ``triton_attention.FP32_TILES``. Call the wrappers
     with CPU tensors of the shapes and dtypes to inspect.
     """
     launches = []
 
-    def launcher(q, kernel, tuned):
-        bq, bk, warps, stages = tiles.get(kernel.fn.__name__, triton_attention.FP32_TILES)
+    def launch_tiled(q, tiled, grid, key, *args, zero=(), restore=(), **kwargs):
+        bq, bk, warps, stages = tiles.get(tiled.kernel.fn.__name__, triton_attention.FP32_TILES)
         # FAST_EXP as on a GPU (the wrappers set it from the CPU tensors' device)
         settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True)
-        return _Recorder(kernel, settings, launches), {}
+        launches.append(Launch(tiled.kernel, args, {**kwargs, **settings}))
 
-    patched = [(triton_attention, "launcher", launcher), (triton_attention_bwd, "launcher", launcher)]
-    for name in ("_bwd_pre_kernel", "_gate_grad_kernel"):  # launched directly, without tiles to choose
-        patched.append((triton_attention_bwd, name, _Recorder(getattr(triton_attention_bwd, name), {},
-                                                              launches)))
+    pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, {}, launches)  # launched directly: no tiles
+    patched = [(module, "launch_tiled", launch_tiled) for module in (triton_attention, triton_attention_bwd)]
+    patched.append((triton_attention_bwd, "_bwd_pre_kernel", pre))
     saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
     try:
         for module, name, value in patched:

@@ -10,8 +10,9 @@ a fully masked row therefore gives the twin's finite near-uniform result.
 
 Every operand is addressed through three canonical leading strides (see
 :mod:`fastfold.kernels.triton_layout`), so broadcast operands are read through stride 0. On a GPU the
-16-bit kernels pick their tiles from a small autotuning set per problem size; float32 operands (exact
-"ieee" dots) and the interpreter use fixed tiles.
+16-bit kernels pick their tiles from a small set by timing, once per problem
+(:class:`~fastfold.kernels.tuning.TiledKernel`); float32 operands (exact "ieee" dots) and the interpreter
+use fixed tiles.
 """
 
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from triton.language.extra import libdevice
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views, dot_precision
+from fastfold.kernels.tuning import TiledKernel, cdiv, next_power_of_2
 
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
@@ -232,47 +234,45 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     store_tile(o_ptr, o_st, z1, z2, z3, offs_q, offs_cv, acc, out_valid)
 
 
-def tiles(configs) -> list:
-    """(BLOCK_Q, BLOCK_K, num_warps, num_stages) tuples -> autotuning configs."""
-    return [triton.Config(dict(BLOCK_Q=bq, BLOCK_K=bk), num_warps=w, num_stages=s)
-            for bq, bk, w, s in configs]
-
-
-# Autotuning set of the forward kernel on a GPU (16-bit operands, or float32 with TF32 products); the
-# best is kept per problem size. From a sweep of fixed tiles on an H100 (bf16, N 384-768, c 32): 64 x 64
-# with 3 stages beat every larger tile, and with 2 warps (Ampere-style MMA) it was fastest (2.12 ms at
-# MSA 512 x 768 against 2.27 with 4 warps and 2.37-2.49 for the previous set's tiles).
+# Tile settings (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the forward kernel on a GPU (16-bit operands,
+# or float32 with TF32 products); the fastest is kept per problem. From a sweep of fixed tiles on an H100
+# (bf16, N 384-768, c 32): 64 x 64 with 3 stages beat every larger tile, and with 2 warps (Ampere-style
+# MMA) it was fastest (2.12 ms at MSA 512 x 768 against 2.27 with 4 warps and 2.37-2.49 for the previous
+# set's tiles).
 FWD_TILES = [(64, 64, 2, 3), (64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 4, 3), (128, 128, 4, 2)]
-TUNE_KEY = ["LQ", "LK", "C", "CV"]
-_fwd_tuned = triton.autotune(configs=tiles(FWD_TILES), key=TUNE_KEY)(_fwd_kernel)
+_fwd_tiled = TiledKernel(_fwd_kernel, FWD_TILES)
 FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
 INTERPRETER_TILES = (16, 16)
 
 
-def launcher(q: torch.Tensor, kernel, tuned):
-    """(kernel to launch, fixed launch settings): the tuned kernel on a GPU for 16-bit operands or TF32
-    products, else the plain one with fixed tiles (small ones under the interpreter, where tiles only
-    cost time)."""
+def launch_tiled(q: torch.Tensor, tiled: TiledKernel, grid, key, *args, zero=(), restore=(),
+                 **kwargs) -> None:
+    """Launch ``tiled`` (as :meth:`TiledKernel.launch`): its tiles chosen by timing on a GPU for 16-bit
+    operands or TF32 products, fixed tiles for exact float32 products and small ones under the
+    interpreter (where tiles only cost time)."""
     if not q.is_cuda:
-        return kernel, dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
-    if tuned is None or dot_precision(q.dtype) == "ieee":
+        settings = dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
+    elif dot_precision(q.dtype) == "ieee":
         bq, bk, warps, stages = FP32_TILES
-        return kernel, dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages)
-    return tuned, {}
+        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    else:
+        tiled.launch(grid, key, *args, zero=zero, restore=restore, **kwargs)
+        return
+    tiled.kernel[grid(settings)](*args, **kwargs, **settings)
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:
     """Channel tile widths (``EVEN_C``: both are the channel counts, so channels need no bounds checks),
     dot precision (:func:`~fastfold.kernels.triton_layout.dot_precision`) and the exponential's flavour
     (``FAST_EXP`` on a GPU; the interpreter has no libdevice)."""
-    block_c, block_cv = max(16, triton.next_power_of_2(c)), max(16, triton.next_power_of_2(cv))
+    block_c, block_cv = max(16, next_power_of_2(c)), max(16, next_power_of_2(cv))
     return dict(BLOCK_C=block_c, BLOCK_CV=block_cv, EVEN_C=block_c == c and block_cv == cv,
                 PRECISION=dot_precision(q.dtype), FAST_EXP=q.is_cuda)
 
 
 def grid_over(n_lead: int, length: int, block: str):
     """Launch grid over leading indices x blocks of ``length`` (block size from the launch settings)."""
-    return lambda meta: (n_lead * triton.cdiv(length, meta[block]),)
+    return lambda meta: (n_lead * cdiv(length, meta[block]),)
 
 
 class Operands:
@@ -332,16 +332,17 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases:
     lead3 = ops.canon.lead
     out = torch.empty(*lead3, ops.LQ, ops.CV, device=q.device, dtype=v.dtype)
     stats = q.new_empty(*lead3, ops.LQ, 2, dtype=torch.float32) if save_stats else q.new_empty(0)
-    kernel, fixed = launcher(q, _fwd_kernel, _fwd_tuned)
     gate_c = ops.gate if ops.gate is not None else ops.q
-    kernel[grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q")](
+    flags = ops.flags()
+    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, save_stats, ops.gate is not None, *flags.values())
+    launch_tiled(
+        q, _fwd_tiled, grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q"), key,
         ops.q, ops.k, ops.v, gate_c, out, stats if save_stats else out,
         ops.q.stride(), ops.k.stride(), ops.v.stride(),
         gate_c.stride() if ops.gate is not None else NO_STRIDES, out.stride(),
         stats.stride() if save_stats else NO_STRIDES, *ops.logit_args(),
         lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5,
-        HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **ops.flags(),
-        **channel_blocks(q, ops.C, ops.CV), **fixed)
+        HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **flags, **channel_blocks(q, ops.C, ops.CV))
     if save_stats:
         stats = stats.view(*ops.lead, ops.LQ, 2)
     return out.view(*ops.lead, ops.LQ, ops.CV), stats

@@ -4,16 +4,16 @@ With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` 
 ``dO_pre = sigmoid(g) dO``, ``delta = rowsum(dO_pre * P V) = rowsum(dO * out)`` and
 ``dS = P * (dO_pre V^T - delta)``:
 
-- ``_bwd_pre_kernel``: ``delta`` per query and ``dO_pre`` (written into the gate gradient's buffer,
-  which it occupies only until the last step);
+- ``_bwd_pre_kernel``: ``delta`` per query and, with a gate, ``dO_pre`` and the gate gradient
+  ``d g = dO * out * (1 - sigmoid(g))``; ``dO_pre`` goes into the buffer of ``dQ`` (when they have one
+  shape and dtype), which the dQ kernel's programs overwrite only after reading their rows of it;
 - ``_bwd_kv_kernel``, over key blocks: recomputes ``S`` and ``P`` tile by tile and accumulates
   ``dV = P^T dO_pre`` and ``dK = dS^T Q`` (4 tile products);
 - ``_bwd_q_kernel``, over query blocks: recomputes ``S``, ``P`` and ``dS`` and accumulates
   ``dQ = dS K`` (3 tile products), and adds each ``dS`` tile to every bias gradient with float32
   atomics, through stride 0 where the bias is broadcast, so the pair bias's gradient is summed over
   the MSA rows in place at the bias's own size; when every bias is shared by the rows, each program
-  takes two rows and adds the sum of their ``dS`` tiles (half the atomics);
-- ``_gate_grad_kernel``: ``d g = dO * out * (1 - sigmoid(g))`` over the ``dO_pre`` buffer.
+  takes two rows and adds the sum of their ``dS`` tiles (half the atomics).
 
 The gate steps need only the gated output, so the forward pass stores no ungated copy.
 """
@@ -27,14 +27,13 @@ import triton.language as tl
 from fastfold.kernels.triton_attention import (
     MAX_BIASES,
     NO_STRIDES,
-    TUNE_KEY,
     Operands,
     channel_blocks,
     channel_tile,
     exp,
     grid_over,
     key_offsets,
-    launcher,
+    launch_tiled,
     lead_offset,
     load_tile,
     logits_tile,
@@ -42,8 +41,8 @@ from fastfold.kernels.triton_attention import (
     split_pid,
     store_tile,
     tile_offsets,
-    tiles,
 )
+from fastfold.kernels.tuning import TiledKernel, cdiv
 
 
 @triton.jit
@@ -61,9 +60,10 @@ def _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, 
 
 
 @triton.jit
-def _bwd_pre_kernel(do_ptr, o_ptr, g_ptr, dop_ptr, d_ptr, do_st, o_st, g_st, dop_st, d_st,
+def _bwd_pre_kernel(do_ptr, o_ptr, g_ptr, dop_ptr, dg_ptr, d_ptr, do_st, o_st, g_st, dop_st, dg_st, d_st,
                     Z2, Z3, LQ, CV, HAS_GATE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_CV: tl.constexpr):
-    """delta = rowsum(dO * out) and, with a gate, dO_pre = dO * sigmoid(g)."""
+    """delta = rowsum(dO * out) and, with a gate, dO_pre = dO * sigmoid(g) and
+    d gate = dO * out * (1 - sigmoid(g)), the same as dO * out_pre * sigmoid'(g)."""
     z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
     offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_cv = tl.arange(0, BLOCK_CV)
@@ -74,20 +74,7 @@ def _bwd_pre_kernel(do_ptr, o_ptr, g_ptr, dop_ptr, d_ptr, do_st, o_st, g_st, dop
     if HAS_GATE:
         sig = tl.sigmoid(load_tile(g_ptr, g_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32))
         store_tile(dop_ptr, dop_st, z1, z2, z3, offs_q, offs_cv, do * sig, valid)
-
-
-@triton.jit
-def _gate_grad_kernel(do_ptr, o_ptr, g_ptr, dg_ptr, do_st, o_st, g_st, dg_st, Z2, Z3, LQ, CV,
-                      BLOCK_Q: tl.constexpr, BLOCK_CV: tl.constexpr):
-    """d gate = dO * out * (1 - sigmoid(g)), the same as dO * out_pre * sigmoid'(g)."""
-    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
-    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    offs_cv = tl.arange(0, BLOCK_CV)
-    valid = (offs_q < LQ)[:, None] & (offs_cv < CV)[None, :]
-    do = load_tile(do_ptr, do_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
-    out = load_tile(o_ptr, o_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32)
-    sig = tl.sigmoid(load_tile(g_ptr, g_st, z1, z2, z3, offs_q, offs_cv, valid).to(tl.float32))
-    store_tile(dg_ptr, dg_st, z1, z2, z3, offs_q, offs_cv, do * out * (1.0 - sig), valid)
+        store_tile(dg_ptr, dg_st, z1, z2, z3, offs_q, offs_cv, do * out * (1.0 - sig), valid)
 
 
 @triton.jit
@@ -280,15 +267,14 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
         store_tile(dq_ptr, dq_st, z1, z2_b, z3, offs_q, offs_c, dq_b * scale, valid & (z2 + 1 < Z2))
 
 
-# Autotuning sets (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
+# Tile settings (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
 # GPU; the dQ kernel's bias gradients are zeroed before each timed trial and before the chosen run. From
 # a sweep of fixed tiles on an H100 (bf16, N 384-768, c 32): narrow 32-key steps in the dQ kernel (3.82 ms
 # at MSA 512 x 768 against 4.33-6.16 for the previous set), 64 x 64 with 3 stages for dK/dV (3.60 ms).
 KV_TILES = [(64, 64, 4, 3), (32, 64, 2, 3), (32, 128, 4, 3), (128, 128, 8, 2)]
 Q_TILES = [(64, 32, 4, 3), (64, 32, 2, 3), (64, 64, 4, 3), (64, 128, 4, 2)]
-_kv_tuned = triton.autotune(configs=tiles(KV_TILES), key=TUNE_KEY)(_bwd_kv_kernel)
-_q_tuned = triton.autotune(configs=tiles(Q_TILES), key=TUNE_KEY,
-                           reset_to_zero=["db0_ptr", "db1_ptr", "db2_ptr"])(_bwd_q_kernel)
+_kv_tiled = TiledKernel(_bwd_kv_kernel, KV_TILES)
+_q_tiled = TiledKernel(_bwd_q_kernel, Q_TILES)
 _ELEMENTWISE_BLOCK_Q = 32
 
 
@@ -332,53 +318,52 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     stats = stats.reshape(*lead3, ops.LQ, 2)
     delta = q.new_empty(*lead3, ops.LQ, dtype=torch.float32)
     d_st = delta.stride() + (0,)
+    dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
     has_gate = ops.gate is not None
     dgate = _grad_buffer(gate, dout.shape, (*full, ops.LQ, ops.CV)) if has_gate else None
     do_pre = dout
-    if has_gate:
-        do_pre = dgate if dgate.dtype == q.dtype else torch.empty_like(dout, dtype=q.dtype)
-    gate_args = (ops.gate, ops.gate.stride()) if has_gate else (dout, NO_STRIDES)
+    if has_gate:  # dO_pre in dQ's buffer where it fits
+        fits = dq.shape == dout.shape and dq.dtype == q.dtype
+        do_pre = dq if fits else torch.empty_like(dout, dtype=q.dtype)
+    gate_args = (ops.gate, ops.gate.stride(), dgate, dgate.stride()) if has_gate else (dout, NO_STRIDES) * 2
     blocks = channel_blocks(q, ops.C, ops.CV)
-    elementwise = dict(BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])
-    elementwise_grid = (n_lead * triton.cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)
-    _bwd_pre_kernel[elementwise_grid](
-        dout, out, gate_args[0], do_pre, delta, dout.stride(), out.stride(), gate_args[1], do_pre.stride(),
-        d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate, **elementwise)
+    _bwd_pre_kernel[(n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)](
+        dout, out, gate_args[0], do_pre, gate_args[2], delta, dout.stride(), out.stride(), gate_args[1],
+        do_pre.stride(), gate_args[3], d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate,
+        BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])
 
     common = (*ops.logit_args(),)
     dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
+    flags = ops.flags()
+    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, *flags.values())
     dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
     dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
-    kernel, fixed = launcher(q, _bwd_kv_kernel, _kv_tuned)
-    kernel[grid_over(n_lead, ops.LK, "BLOCK_K")](
+    launch_tiled(
+        q, _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
         ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
         ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st,
-        dk.stride(), dv.stride(), *common, *dims, **ops.flags(), **blocks, **fixed)
+        dk.stride(), dv.stride(), *common, *dims, **flags, **blocks)
 
-    dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
     dbias_bufs, dbias_args = [], []
-    unused = q.new_zeros(1, dtype=torch.float32) if len(biases) < MAX_BIASES else None
     for i in range(MAX_BIASES):
         if i < len(biases):
             own = ops.canon.own_shape(3 + i)
             db = torch.zeros(*own, ops.LQ, ops.LK, device=q.device, dtype=torch.float32)
             dbias_bufs.append(db)
             dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
-        else:  # unused; a scratch word, since tuning zeroes these arguments
-            dbias_args += [unused, NO_STRIDES]
+        else:  # unused (never dereferenced)
+            dbias_args += [delta, NO_STRIDES]
     # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
     pair_rows = biases and lead3[1] > 1 and all(b.stride(1) == 0 for b in ops.biases)
     rows_per_program = 2 if pair_rows else 1
-    kernel, fixed = launcher(q, _bwd_q_kernel, _q_tuned)
-    kernel[grid_over(lead3[0] * triton.cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q")](
+    launch_tiled(
+        q, _q_tiled, grid_over(lead3[0] * cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q"),
+        (*key, rows_per_program),
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
         ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
-        *common, *dbias_args, *dims, **ops.flags(), ROWS=rows_per_program, **blocks, **fixed)
+        *common, *dbias_args, *dims, **flags, ROWS=rows_per_program, **blocks,
+        zero=dbias_bufs, restore=[dq] if do_pre is dq else [])
 
-    if has_gate:
-        _gate_grad_kernel[elementwise_grid](
-            dout, out, ops.gate, dgate, dout.stride(), out.stride(), ops.gate.stride(), dgate.stride(),
-            lead3[1], lead3[2], ops.LQ, ops.CV, **elementwise)
     dbiases = [_grad_to(db, bias, ops.canon.own_lead[3 + i])
                for i, (db, bias) in enumerate(zip(dbias_bufs, biases, strict=True))]
     grads = [_grad_to(g, t, full) for g, t in ((dq, q), (dk, k), (dv, v))]

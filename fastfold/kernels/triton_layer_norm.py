@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.tuning import cdiv, next_power_of_2
+
 
 @triton.jit
 def _row_offsets(rows, B, stride_a, stride_b):
@@ -75,7 +77,7 @@ def _ln_bwd_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_
 
 
 def _row_block(c: int) -> tuple:
-    block_c = triton.next_power_of_2(c)
+    block_c = next_power_of_2(c)
     return max(1, min(64, 4096 // block_c)), block_c
 
 
@@ -104,7 +106,7 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty(n, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     block_r, block_c = _row_block(c)
-    _ln_fwd_kernel[(triton.cdiv(n, block_r),)](
+    _ln_fwd_kernel[(cdiv(n, block_r),)](
         x3, weight.contiguous(), bias.contiguous(), y, mean, rstd, n, c, *strides, eps,
         BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4 if block_r * block_c <= 2048 else 8)
     return y, mean, rstd
@@ -122,9 +124,9 @@ def layer_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     n = dy.shape[0]
     block_r, block_c = _row_block(c)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-    programs = max(1, min(triton.cdiv(n, block_r), 4 * sms))
-    rows_per_program = triton.cdiv(triton.cdiv(n, programs), block_r) * block_r
-    programs = triton.cdiv(n, rows_per_program)
+    programs = max(1, min(cdiv(n, block_r), 4 * sms))
+    rows_per_program = cdiv(cdiv(n, programs), block_r) * block_r
+    programs = cdiv(n, rows_per_program)
     dx = x.new_empty(x.shape)  # contiguous
     dw = torch.empty(programs, c, device=x.device, dtype=torch.float32)
     db = torch.empty_like(dw)

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid, store_tile
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views
+from fastfold.kernels.tuning import cdiv, next_power_of_2
 
 MAX_ROW = 32768  # longest row held in one tile
 
@@ -52,7 +53,7 @@ def _softmax_bwd_kernel(dy_ptr, y_ptr, dx_ptr, N, K, BLOCK_R: tl.constexpr, BLOC
 def _row_blocks(k: int) -> tuple:
     if k > MAX_ROW:
         raise ValueError(f"softmax rows longer than {MAX_ROW} are not supported by the Triton kernel")
-    block_k = triton.next_power_of_2(k)
+    block_k = next_power_of_2(k)
     return max(1, min(16, 2048 // block_k)), block_k
 
 
@@ -73,7 +74,7 @@ def softmax_forward(x: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tens
     z1, z2, z3, rows = canon.lead
     y = torch.empty(*canon.lead, k, device=x.device, dtype=x.dtype)
     block_r, block_k = _row_blocks(k)
-    _softmax_fwd_kernel[(z1 * z2 * z3 * triton.cdiv(rows, block_r),)](
+    _softmax_fwd_kernel[(z1 * z2 * z3 * cdiv(rows, block_r),)](
         x_c, b_c, m_c, y, x_c.stride(), b_c.stride(), m_c.stride(), y.stride(),
         z2, z3, rows, k, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         BLOCK_R=block_r, BLOCK_K=block_k)
@@ -87,5 +88,5 @@ def softmax_backward(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dx = torch.empty_like(y)
     n = y.numel() // k
     block_r, block_k = _row_blocks(k)
-    _softmax_bwd_kernel[(triton.cdiv(n, block_r),)](dy, y, dx, n, k, BLOCK_R=block_r, BLOCK_K=block_k)
+    _softmax_bwd_kernel[(cdiv(n, block_r),)](dy, y, dx, n, k, BLOCK_R=block_r, BLOCK_K=block_k)
     return dx

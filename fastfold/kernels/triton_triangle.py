@@ -38,6 +38,7 @@ import triton.language as tl
 from fastfold.kernels.operands import converted
 from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
 from fastfold.kernels.triton_layout import dot_precision
+from fastfold.kernels.tuning import cdiv, next_power_of_2
 
 EPS = 1e-5  # both LayerNorms, as the model's
 
@@ -288,7 +289,7 @@ def _launch(x: torch.Tensor, gpu: dict) -> dict:
 
 def _width(n: int) -> int:
     """A tile's width for ``n`` channels: a power of two, at least 16 (``tl.dot``'s minimum)."""
-    return max(16, triton.next_power_of_2(n))
+    return max(16, next_power_of_2(n))
 
 
 def _flat_mask(mask: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
@@ -329,7 +330,7 @@ def projections_forward(pair: torch.Tensor, mask: torch.Tensor, weights: Triangl
     gate = torch.empty_like(x) if "gate" in parts else None
     cfg = _launch(pair, GPU_PROJECT)
     scratch = next(t for t in (left, right, gate) if t is not None)  # a pointer for the outputs not made
-    _projections_kernel[(triton.cdiv(x.shape[0], cfg["BLOCK_M"]),)](
+    _projections_kernel[(cdiv(x.shape[0], cfg["BLOCK_M"]),)](
         x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype, transposed=True), *(
             t if t is not None else scratch for t in (left, right, gate)), x.shape[0], ni * nj, cz, ci, EPS,
         LEFT=left is not None, RIGHT=right is not None, GATE=gate is not None, BLOCK_CZ=_width(cz), **cfg)
@@ -352,7 +353,7 @@ def projections_backward(grad_left: torch.Tensor, grad_right: torch.Tensor, grad
     dpre = x.new_empty(x.shape[0], 4 * ci)  # [M, 4 c]: pre-activation grads of left, right, their gates
     dx = torch.empty_like(x)
     cfg = _launch(pair, GPU_PROJECT_BWD)
-    blocks = triton.cdiv(x.shape[0], cfg["BLOCK_M"])
+    blocks = cdiv(x.shape[0], cfg["BLOCK_M"])
     sums = x.new_empty(blocks, 4 * ci + 3 * cz, dtype=torch.float32)
     _projections_bwd_kernel[(blocks,)](
         x, _flat_mask(mask, pair), grad_left.contiguous(), grad_right.contiguous(), dgate,
@@ -386,7 +387,7 @@ def output_forward(product: torch.Tensor, gate: torch.Tensor, weights: TriangleO
     g = gate.contiguous().view(-1, cz)
     out = product.new_empty(*lead, ni, nj, cz)
     cfg = _launch(product, GPU_OUTPUT)
-    _output_kernel[(triton.cdiv(g.shape[0], cfg["BLOCK_M"]),)](
+    _output_kernel[(cdiv(g.shape[0], cfg["BLOCK_M"]),)](
         p, a, g, *_dot_operands(weights, product.dtype, transposed=True), out, g.shape[0], ni * nj, cz, ci,
         *p.stride(), 0 if addends is None else len(addends), *a.stride(), EPS, BLOCK_CZ=_width(cz),
         BLOCK_CI=_width(ci), **cfg)
@@ -410,7 +411,7 @@ def output_backward(grad: torch.Tensor, product: torch.Tensor, gate: torch.Tenso
     dp = product.new_empty(*lead, ci, ni, nj)
     dg = torch.empty_like(g)
     cfg = _launch(product, GPU_OUTPUT_BWD)
-    blocks = triton.cdiv(g.shape[0], cfg["BLOCK_M"])
+    blocks = cdiv(g.shape[0], cfg["BLOCK_M"])
     sums = g.new_empty(blocks, 2 * ci + cz, dtype=torch.float32)
     _output_bwd_kernel[(blocks,)](
         p, g, grad.contiguous(), *_dot_operands(weights, product.dtype), centred, dproj, dp, dg, sums,

@@ -1,0 +1,81 @@
+"""Tile settings of a Triton kernel chosen per problem by timing, and integer helpers for launch grids.
+
+``triton.autotune`` makes the same choice but spends ~40-100 us of host time on every launch (it
+rebuilds dictionaries of all the arguments and a key from each tensor argument's dtype): more than the
+kernels of a small attention take, and an attention's forward and backward launch three tuned kernels.
+Here a launch after the first costs one dictionary lookup on a key the caller builds from what it knows
+decides the tiles. ``triton.cdiv`` and ``triton.next_power_of_2`` are Triton constexpr functions
+(3-8 us a call from the host); :func:`cdiv` and :func:`next_power_of_2` are plain Python.
+"""
+
+from collections.abc import Callable, Hashable, Sequence
+
+import torch
+from triton.runtime.errors import OutOfResources, PTXASError
+from triton.testing import do_bench
+
+
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for positive integers."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two at least ``n`` (1 for ``n <= 1``)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class TiledKernel:
+    """A Triton kernel with a few tile settings, the fastest chosen once per problem key.
+
+    Parameters
+    ----------
+    kernel : triton.runtime.jit.JITFunction
+        The kernel; its tile constexprs are ``BLOCK_Q`` and ``BLOCK_K``.
+    tiles : sequence of (BLOCK_Q, BLOCK_K, num_warps, num_stages)
+        The settings to choose from.
+    """
+
+    def __init__(self, kernel, tiles: Sequence[tuple]):
+        self.kernel = kernel
+        self.tiles = [dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=w, num_stages=s) for bq, bk, w, s in tiles]
+        self.chosen = {}  # key -> settings
+
+    def launch(self, grid: Callable[[dict], tuple], key: Hashable, *args, zero: Sequence[torch.Tensor] = (),
+               restore: Sequence[torch.Tensor] = (), **kwargs) -> None:
+        """``kernel[grid(settings)](*args, **kwargs)`` with the settings chosen for ``key``, which must
+        stand for everything the choice depends on (sizes, dtypes, flags).
+
+        The first launch for a key times every setting (settings that do not fit the GPU are skipped),
+        so that the launch that counts sees its arguments as if the kernel ran once: the tensors in
+        ``zero`` (which the kernel accumulates into) are zeroed, and those in ``restore`` (which it reads
+        and then overwrites) are copied before timing and put back, before every trial and that launch.
+        """
+        settings = self.chosen.get(key)
+        if settings is None:
+            saved = [t.clone() for t in restore]
+
+            def reset():
+                for t in zero:
+                    t.zero_()
+                for t, copy in zip(restore, saved, strict=True):
+                    t.copy_(copy)
+
+            settings = self.chosen[key] = self._fastest(grid, args, kwargs, reset)
+            reset()
+        self.kernel[grid(settings)](*args, **kwargs, **settings)
+
+    def _fastest(self, grid, args, kwargs, reset) -> dict:
+        def trial(settings):
+            reset()
+            self.kernel[grid(settings)](*args, **kwargs, **settings)
+
+        times = []
+        for settings in self.tiles:
+            try:
+                times.append((do_bench(lambda s=settings: trial(s), return_mode="median"), settings))
+            except (OutOfResources, PTXASError):  # too much shared memory or too many registers here
+                continue
+        if not times:
+            raise RuntimeError(f"no tile setting of {self.kernel.fn.__name__} fits this GPU: {self.tiles}")
+        return min(times, key=lambda t: t[0])[1]

@@ -1,0 +1,86 @@
+"""The timed tile choice (:class:`fastfold.kernels.tuning.TiledKernel`) and the host-side grid helpers.
+
+The timing itself needs a GPU; here a stand-in kernel and stand-in timings check what the choice does to
+the launch that counts: accumulators zeroed, overwritten inputs restored, the fastest setting kept.
+"""
+
+import types
+
+import pytest
+import torch
+import triton
+from triton.runtime.errors import OutOfResources
+
+from fastfold.kernels import tuning
+
+TILES = [(64, 64, 2, 3), (32, 64, 4, 3), (128, 64, 4, 2)]
+
+
+class _AccumulatingKernel:
+    """Stands in for a JIT function: adds ``source`` to ``acc`` and then doubles ``source`` in place
+    (reads an input, then overwrites it, as the dQ kernel does with dO_pre in dQ's buffer)."""
+
+    fn = types.SimpleNamespace(__name__="accumulating")
+
+    def __init__(self):
+        self.launches = []  # (grid, settings) per launch
+
+    def __getitem__(self, grid):
+        def run(acc, source, **settings):
+            self.launches.append((grid, settings))
+            acc += source
+            source.mul_(2)
+        return run
+
+
+def _timer(kernel, times):
+    """A stand-in for ``do_bench``: runs the trial twice, 'times' it by its BLOCK_Q from ``times``
+    (an exception there is raised, as for a setting that does not fit)."""
+    def do_bench(trial, return_mode):
+        assert return_mode == "median"
+        trial()
+        trial()
+        result = times[kernel.launches[-1][1]["BLOCK_Q"]]
+        if isinstance(result, Exception):
+            raise result
+        return result
+    return do_bench
+
+
+def test_first_launch_times_every_setting_and_runs_the_fastest_once(monkeypatch):
+    kernel = _AccumulatingKernel()
+    monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: 1.0, 128: 3.0}))
+    tiled = tuning.TiledKernel(kernel, TILES)
+    acc, source = torch.zeros(5), torch.arange(5.0)
+    grid = lambda settings: (tuning.cdiv(100, settings["BLOCK_Q"]),)  # noqa: E731
+    tiled.launch(grid, "key", acc, source, zero=[acc], restore=[source])
+    torch.testing.assert_close(acc, torch.arange(5.0), rtol=0, atol=0)  # as if it ran once
+    torch.testing.assert_close(source, 2 * torch.arange(5.0), rtol=0, atol=0)
+    assert tiled.chosen["key"] == dict(BLOCK_Q=32, BLOCK_K=64, num_warps=4, num_stages=3)
+    assert kernel.launches[-1] == ((4,), tiled.chosen["key"])
+    assert len(kernel.launches) == 2 * len(TILES) + 1
+
+    tiled.launch(grid, "key", acc, source, zero=[acc], restore=[source])  # chosen: no timing, nothing reset
+    assert len(kernel.launches) == 2 * len(TILES) + 2
+    torch.testing.assert_close(acc, 3 * torch.arange(5.0), rtol=0, atol=0)
+
+
+def test_settings_that_do_not_fit_are_skipped(monkeypatch):
+    kernel = _AccumulatingKernel()
+    too_big = OutOfResources(300000, 232448, "shared memory")
+    monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: too_big, 128: 3.0}))
+    tiled = tuning.TiledKernel(kernel, TILES)
+    tiled.launch(lambda s: (1,), ("n", 7), torch.zeros(1), torch.ones(1))
+    assert tiled.chosen[("n", 7)]["BLOCK_Q"] == 64
+
+    kernel = _AccumulatingKernel()
+    monkeypatch.setattr(tuning, "do_bench", _timer(kernel, dict.fromkeys((64, 32, 128), too_big)))
+    with pytest.raises(RuntimeError, match="no tile setting of accumulating fits"):
+        tuning.TiledKernel(kernel, TILES).launch(lambda s: (1,), "k", torch.zeros(1), torch.ones(1))
+
+
+@pytest.mark.parametrize("n", [*range(0, 70), 127, 128, 129, 1023, 1024, 1025, 5120])
+def test_host_helpers_match_triton(n):
+    assert tuning.next_power_of_2(n) == max(triton.next_power_of_2(n), 1)
+    for block in (1, 16, 32, 64, 128):
+        assert tuning.cdiv(n, block) == triton.cdiv(n, block)
