@@ -23,7 +23,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
-from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views, dot_precision
+from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
 from fastfold.kernels.tuning import TiledKernel, cdiv, next_power_of_2
 
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
@@ -276,7 +276,8 @@ def grid_over(n_lead: int, length: int, block: str):
 
 
 class Operands:
-    """Attention operands viewed over canonical leading dimensions, with the extra-argument packing."""
+    """Attention operands addressed over canonical leading dimensions, with the extra-argument packing:
+    each operand's tensor (``q``, ``k``, ...; ``mask`` as bytes) and its strides (``q_st``, ``k_st``, ...)."""
 
     def __init__(self, q, k, v, biases, mask, gate):
         if len(biases) > MAX_BIASES:
@@ -286,27 +287,27 @@ class Operands:
         mask = mask.expand(*mask.shape[:-2], *qk) if mask is not None else None
         tensors = [q, k, v, *biases] + [t for t in (mask, gate) if t is not None]
         self.lead = broadcast_shapes(*(tuple(t.shape[:-2]) for t in tensors))
-        self.canon = canonical_views([(t, 2) for t in tensors], self.lead)
-        views = list(self.canon.views)
-        self.q, self.k, self.v = views[:3]
-        self.biases = views[3:3 + len(biases)]
-        rest = views[3 + len(biases):]
-        self.mask = rest.pop(0).view(torch.uint8) if mask is not None else None
-        self.gate = rest.pop(0) if gate is not None else None
+        self.canon = canonical_layout([(t, 2) for t in tensors], self.lead)
+        tensors, strides = list(self.canon.tensors), list(self.canon.strides)
+        (self.q, self.k, self.v), (self.q_st, self.k_st, self.v_st) = tensors[:3], strides[:3]
+        self.biases = list(zip(tensors[3:3 + len(biases)], strides[3:3 + len(biases)], strict=True))
+        rest = list(zip(tensors[3 + len(biases):], strides[3 + len(biases):], strict=True))
+        self.mask, self.mask_st = rest.pop(0) if mask is not None else (None, NO_STRIDES)
+        self.gate, self.gate_st = rest.pop(0) if gate is not None else (None, NO_STRIDES)
+        if self.mask is not None:
+            self.mask = self.mask.view(torch.uint8)
         self.LQ, self.C = q.shape[-2], q.shape[-1]
         self.LK, self.CV = k.shape[-2], v.shape[-1]
 
     def logit_args(self) -> list:
         """Mask and bias pointers with their strides, in the kernels' argument order."""
-        args = [self.mask if self.mask is not None else self.q,
-                self.mask.stride() if self.mask is not None else NO_STRIDES]
+        args = [self.mask if self.mask is not None else self.q, self.mask_st]
         for i in range(MAX_BIASES):
-            bias = self.biases[i] if i < len(self.biases) else None
-            args += [bias if bias is not None else self.q, bias.stride() if bias is not None else NO_STRIDES]
+            args += self.biases[i] if i < len(self.biases) else [self.q, NO_STRIDES]
         return args
 
     def flags(self) -> dict:
-        mask_per_key = self.mask is not None and self.mask.stride(3) == 0
+        mask_per_key = self.mask is not None and self.mask_st[3] == 0
         return dict(NUM_BIAS=len(self.biases), HAS_MASK=self.mask is not None, MASK_PER_KEY=mask_per_key)
 
 
@@ -338,8 +339,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases:
     launch_tiled(
         q, _fwd_tiled, grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q"), key,
         ops.q, ops.k, ops.v, gate_c, out, stats if save_stats else out,
-        ops.q.stride(), ops.k.stride(), ops.v.stride(),
-        gate_c.stride() if ops.gate is not None else NO_STRIDES, out.stride(),
+        ops.q_st, ops.k_st, ops.v_st, ops.gate_st, out.stride(),
         stats.stride() if save_stats else NO_STRIDES, *ops.logit_args(),
         lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5,
         HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **flags, **channel_blocks(q, ops.C, ops.CV))

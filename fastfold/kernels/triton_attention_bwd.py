@@ -287,8 +287,9 @@ def _grad_buffer(operand: torch.Tensor, shape: tuple, operand_full_shape: tuple)
 
 def _grad_to(grad: torch.Tensor, like: torch.Tensor, own_lead: tuple) -> torch.Tensor:
     """A gradient over the operand's own canonical shape -> the operand's shape and dtype."""
-    inner = grad.shape[-2:]
-    return grad.reshape(*own_lead, *inner).sum_to_size(like.shape).to(like.dtype)
+    if grad.numel() == like.numel() and grad.dtype == like.dtype:  # written once per element: a view
+        return grad.view(like.shape)
+    return grad.reshape(*own_lead, *grad.shape[-2:]).sum_to_size(like.shape).to(like.dtype)
 
 
 def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -325,7 +326,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     if has_gate:  # dO_pre in dQ's buffer where it fits
         fits = dq.shape == dout.shape and dq.dtype == q.dtype
         do_pre = dq if fits else torch.empty_like(dout, dtype=q.dtype)
-    gate_args = (ops.gate, ops.gate.stride(), dgate, dgate.stride()) if has_gate else (dout, NO_STRIDES) * 2
+    gate_args = (ops.gate, ops.gate_st, dgate, dgate.stride()) if has_gate else (dout, NO_STRIDES) * 2
     blocks = channel_blocks(q, ops.C, ops.CV)
     _bwd_pre_kernel[(n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)](
         dout, out, gate_args[0], do_pre, gate_args[2], delta, dout.stride(), out.stride(), gate_args[1],
@@ -341,8 +342,8 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     launch_tiled(
         q, _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
         ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
-        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st,
-        dk.stride(), dv.stride(), *common, *dims, **flags, **blocks)
+        ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dk.stride(), dv.stride(),
+        *common, *dims, **flags, **blocks)
 
     dbias_bufs, dbias_args = [], []
     for i in range(MAX_BIASES):
@@ -354,13 +355,13 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         else:  # unused (never dereferenced)
             dbias_args += [delta, NO_STRIDES]
     # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
-    pair_rows = biases and lead3[1] > 1 and all(b.stride(1) == 0 for b in ops.biases)
+    pair_rows = biases and lead3[1] > 1 and all(st[1] == 0 for _, st in ops.biases)
     rows_per_program = 2 if pair_rows else 1
     launch_tiled(
         q, _q_tiled, grid_over(lead3[0] * cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q"),
         (*key, rows_per_program),
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
-        ops.q.stride(), ops.k.stride(), ops.v.stride(), do_pre.stride(), stats.stride(), d_st, dq.stride(),
+        ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dq.stride(),
         *common, *dbias_args, *dims, **flags, ROWS=rows_per_program, **blocks,
         zero=dbias_bufs, restore=[dq] if do_pre is dq else [])
 

@@ -1,9 +1,11 @@
-"""Broadcast operands as strided views over a few canonical leading dimensions.
+"""Broadcast operands addressed through a few canonical leading strides.
 
 The Triton kernels index every operand through three leading strides plus its own trailing strides,
 so a broadcast operand (the pair bias shared by all MSA rows, a key mask shared by all heads) is read
-through stride 0 and never expanded in memory. :func:`canonical_views` folds any number of leading
-dimensions into three by merging neighbours that every operand can address with one stride.
+through stride 0 and never expanded in memory. :func:`canonical_layout` folds any number of leading
+dimensions into three by merging neighbours that every operand can address with one stride. It gives
+the strides, not strided views: a kernel takes a tensor's address and the strides apart, and making
+views costs host time at every launch.
 """
 
 import functools
@@ -33,14 +35,16 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
 
 @dataclass
 class Canonical:
-    """Operands viewed over the canonical leading shape.
+    """Operands addressed over the canonical leading shape.
 
     Attributes
     ----------
     lead : tuple of int
         The canonical leading shape ``(Z1, Z2, Z3)``.
-    views : list of torch.Tensor
-        Each operand as a ``[Z1, Z2, Z3, *inner]`` strided view (stride 0 where broadcast).
+    tensors : list of torch.Tensor
+        Each operand (itself, or a contiguous copy where its layout cannot be folded).
+    strides : list of tuple of int
+        Each operand's strides as a ``[Z1, Z2, Z3, *inner]`` tensor (0 where broadcast).
     reduced : list of tuple of bool
         Per operand and canonical dimension: True where the operand itself has size one there, so that
         its gradient is a sum over that dimension.
@@ -50,7 +54,8 @@ class Canonical:
     """
 
     lead: tuple
-    views: list
+    tensors: list
+    strides: list
     reduced: list
     own_lead: list
 
@@ -59,8 +64,8 @@ class Canonical:
         return tuple(1 if r else z for r, z in zip(self.reduced[index], self.lead, strict=False))
 
 
-def canonical_views(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 3) -> Canonical:
-    """View operands broadcast over ``lead`` as ``[*canonical lead (ndim dims), *inner]`` strided tensors.
+def canonical_layout(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 3) -> Canonical:
+    """Address operands broadcast over ``lead`` as ``[*canonical lead (ndim dims), *inner]`` tensors.
 
     Parameters
     ----------
@@ -75,7 +80,9 @@ def canonical_views(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 
     Returns
     -------
     Canonical
-        Views, per-dimension broadcast flags and the operands' own leading shapes. Neighbouring leading
+        Tensors and their strides, per-dimension broadcast flags and the operands' own leading shapes
+        (the data of operand ``i`` at canonical index ``z, *inner`` is at ``tensors[i].data_ptr()`` plus
+        the dot product of ``strides[i]`` with it, in elements). Neighbouring leading
         dimensions merge when every operand addresses them with one stride and broadcasts over both or
         neither; where more than ``ndim`` dimensions remain, operands are copied to contiguous memory.
         The geometry depends only on shapes and strides and is cached (kernel launches repeat them).
@@ -85,17 +92,15 @@ def canonical_views(operands: Sequence[tuple], lead: Sequence[int], ndim: int = 
     if plan is None:
         dense = [(t.expand(*lead, *t.shape[t.dim() - n_inner:]).contiguous(), n_inner)
                  for t, n_inner in operands]
-        return canonical_views(dense, lead, ndim)
-    canon_lead, view_geometry, reduced, own_lead = plan
-    views = [t.as_strided(size, stride, t.storage_offset())
-             for (t, _), (size, stride) in zip(operands, view_geometry, strict=True)]
-    return Canonical(canon_lead, views, list(reduced), list(own_lead))
+        return canonical_layout(dense, lead, ndim)
+    canon_lead, strides, reduced, own_lead = plan
+    return Canonical(canon_lead, [t for t, _ in operands], list(strides), list(reduced), list(own_lead))
 
 
 @functools.lru_cache(maxsize=4096)
 def _canonical_plan(geometry: tuple, lead: tuple, ndim: int) -> tuple | None:
-    """:func:`canonical_views` from shapes and strides alone: ``(canonical lead, (size, stride) of each
-    view, reduced flags, own leading shapes)``, or None when the operands must be made contiguous first."""
+    """:func:`canonical_layout` from shapes and strides alone: ``(canonical lead, strides of each operand,
+    reduced flags, own leading shapes)``, or None when the operands must be made contiguous first."""
     strides_of, flags = [], []
     for shape, stride, n_inner in geometry:
         n_lead = len(shape) - n_inner
@@ -119,10 +124,9 @@ def _canonical_plan(geometry: tuple, lead: tuple, ndim: int) -> tuple | None:
         return None
     groups = [[1, [0] * len(geometry), [False] * len(geometry)]] * (ndim - len(groups)) + groups
     canon_lead = tuple(g[0] for g in groups)
-    views, reduced, own_lead = [], [], []
-    for i, (shape, stride, n_inner) in enumerate(geometry):
-        inner_shape, inner_strides = shape[len(shape) - n_inner:], stride[len(stride) - n_inner:]
-        views.append((canon_lead + inner_shape, tuple(g[1][i] for g in groups) + inner_strides))
+    strides, reduced, own_lead = [], [], []
+    for i, (_, stride, n_inner) in enumerate(geometry):
+        strides.append(tuple(g[1][i] for g in groups) + stride[len(stride) - n_inner:])
         reduced.append(tuple(g[2][i] for g in groups))
         own_lead.append(tuple(1 if f else z for f, z in zip(flags[i], lead, strict=True)))
-    return canon_lead, tuple(views), tuple(reduced), tuple(own_lead)
+    return canon_lead, tuple(strides), tuple(reduced), tuple(own_lead)

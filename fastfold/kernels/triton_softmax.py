@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid, store_tile
-from fastfold.kernels.triton_layout import broadcast_shapes, canonical_views
+from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout
 from fastfold.kernels.tuning import cdiv, next_power_of_2
 
 MAX_ROW = 32768  # longest row held in one tile
@@ -66,16 +66,16 @@ def softmax_forward(x: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tens
     k = x.shape[-1]
     operands = [t.expand(*t.shape[:-1], k) for t in (x, bias, mask) if t is not None]
     lead = broadcast_shapes(*(tuple(t.shape[:-1]) for t in operands))
-    canon = canonical_views([(t, 1) for t in operands], lead, ndim=4)
-    views = list(canon.views)
-    x_c = views.pop(0)
-    b_c = views.pop(0) if bias is not None else x_c
-    m_c = views.pop(0).view(torch.uint8) if mask is not None else x_c
+    canon = canonical_layout([(t, 1) for t in operands], lead, ndim=4)
+    tensors, strides = list(canon.tensors), list(canon.strides)
+    x_c, x_st = tensors.pop(0), strides.pop(0)
+    b_c, b_st = (tensors.pop(0), strides.pop(0)) if bias is not None else (x_c, x_st)
+    m_c, m_st = (tensors.pop(0).view(torch.uint8), strides.pop(0)) if mask is not None else (x_c, x_st)
     z1, z2, z3, rows = canon.lead
     y = torch.empty(*canon.lead, k, device=x.device, dtype=x.dtype)
     block_r, block_k = _row_blocks(k)
     _softmax_fwd_kernel[(z1 * z2 * z3 * cdiv(rows, block_r),)](
-        x_c, b_c, m_c, y, x_c.stride(), b_c.stride(), m_c.stride(), y.stride(),
+        x_c, b_c, m_c, y, x_st, b_st, m_st, y.stride(),
         z2, z3, rows, k, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         BLOCK_R=block_r, BLOCK_K=block_k)
     return y.view(*lead, k)
