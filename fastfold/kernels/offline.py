@@ -45,14 +45,14 @@ class Launch:
 
 
 class _Recorder:
-    """Stands in for ``kernel[grid]``: records the launch (with ``settings`` added) instead of running it."""
+    """Stands in for ``kernel[grid]``: records the launch instead of running it."""
 
-    def __init__(self, kernel, settings: dict, launches: list):
-        self.kernel, self.settings, self.launches = kernel, settings, launches
+    def __init__(self, kernel, launches: list):
+        self.kernel, self.launches = kernel, launches
 
     def __getitem__(self, grid):
         def record(*args, **kwargs):
-            self.launches.append(Launch(self.kernel, args, {**kwargs, **self.settings}))
+            self.launches.append(Launch(self.kernel, args, kwargs))
         return record
 
 
@@ -72,7 +72,7 @@ def recorded_attention_launches(tiles: dict):
         settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True)
         launches.append(Launch(tiled.kernel, args, {**kwargs, **settings}))
 
-    pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, {}, launches)  # launched directly: no tiles
+    pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, launches)  # launched directly: no tiles
     patched = [(module, "launch_tiled", launch_tiled) for module in (triton_attention, triton_attention_bwd)]
     patched.append((triton_attention_bwd, "_bwd_pre_kernel", pre))
     saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
