@@ -57,22 +57,27 @@ ATTENTION_TILES = [(name, tiles) for name, tile_set in (("_fwd_kernel", triton_a
                                                          ("_bwd_kv_kernel", triton_attention_bwd.KV_TILES),
                                                          ("_bwd_q_kernel", triton_attention_bwd.Q_TILES))
                    for tiles in tile_set]
-N_RES = 100  # a partial key block: both the full-block and the bounds-checked code are compiled
+# a partial key block (both the full-block and the bounds-checked code are compiled), and rows of the pair
+# bias 16-byte aligned, so that both variants are offered: the bias through TMA (0) and plain loads (1)
+N_RES = 104
 
 
+@pytest.mark.parametrize("variant", [0, 1])
 @pytest.mark.parametrize("name, tiles", ATTENTION_TILES)
-def test_attention_tiles_fit_hopper_shared_memory(name, tiles):
+def test_attention_tiles_fit_hopper_shared_memory(name, tiles, variant):
     """Every tile setting of the 16-bit attention kernels compiles for sm_90, as the JIT specialises
-    the wrappers' launches, within Hopper's shared memory."""
-    launches = offline.attention_launches({name: tiles}, torch.bfloat16, N_RES)
+    the wrappers' launches, within Hopper's shared memory, with the bias read through TMA or not."""
+    launches = offline.attention_launches({name: tiles}, torch.bfloat16, N_RES, variant=variant)
     (launch,) = [launch for launch in launches if launch.name == name]
+    assert launch.kwargs["BIAS_TMA"] == (variant == 0)
     shared = offline.compile_launch(launch).metadata.shared
     assert shared <= SHARED_MEMORY, f"{name} {tiles} needs {shared} bytes"
 
 
-def test_attention_float32_kernels_compile():
+@pytest.mark.parametrize("variant", [0, 1])
+def test_attention_float32_kernels_compile(variant):
     """Float32 with exact products: every attention kernel, with the fixed float32 tiles."""
-    launches = offline.attention_launches({}, torch.float32, N_RES)
+    launches = offline.attention_launches({}, torch.float32, N_RES, variant=variant)
     assert {launch.name for launch in launches} == {"_fwd_kernel", "_bwd_pre_kernel", "_bwd_kv_kernel",
                                                     "_bwd_q_kernel"}
     for launch in launches:

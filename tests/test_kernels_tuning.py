@@ -36,7 +36,7 @@ class _AccumulatingKernel:
 def _timer(kernel, times):
     """A stand-in for ``do_bench``: runs the trial twice, 'times' it by its BLOCK_Q from ``times``
     (an exception there is raised, as for a setting that does not fit)."""
-    def do_bench(trial, return_mode):
+    def do_bench(trial, warmup, rep, return_mode):
         assert return_mode == "median"
         trial()
         trial()
@@ -77,6 +77,36 @@ def test_settings_that_do_not_fit_are_skipped(monkeypatch):
     monkeypatch.setattr(tuning, "do_bench", _timer(kernel, dict.fromkeys((64, 32, 128), too_big)))
     with pytest.raises(RuntimeError, match="no tile setting of accumulating fits"):
         tuning.TiledKernel(kernel, TILES).launch(lambda s: (1,), "k", torch.zeros(1), torch.ones(1))
+
+
+def test_variants_are_timed_with_every_tile_and_per_tiles_arguments_follow_them(monkeypatch):
+    """Each tile combined with each variant is a candidate; a PerTiles argument is made for the settings
+    of each launch (a TMA descriptor whose block is the tile, or the plain tensor)."""
+    seen = []  # (settings, made argument) per launch
+
+    class Kernel:
+        fn = types.SimpleNamespace(__name__="variants")
+
+        def __getitem__(self, grid):
+            return lambda made, **settings: seen.append((settings, made))
+
+    times = {(64, True): 3.0, (32, True): 2.0, (128, True): 4.0, (64, False): 2.5, (32, False): 1.5,
+             (128, False): 5.0}
+
+    def do_bench(trial, warmup, rep, return_mode):
+        trial()
+        settings = seen[-1][0]
+        return times[settings["BLOCK_Q"], settings["TMA"]]
+
+    monkeypatch.setattr(tuning, "do_bench", do_bench)
+    made = tuning.PerTiles(lambda s: ("descriptor", s["BLOCK_Q"]) if s["TMA"] else "tensor")
+    tiled = tuning.TiledKernel(Kernel(), TILES)
+    tiled.launch(lambda s: (1,), "key", made, variants=({"TMA": True}, {"TMA": False}))
+    assert len(seen) == 2 * len(TILES) + 1
+    assert {(s["BLOCK_Q"], s["TMA"]) for s, _ in seen} == set(times)
+    assert all(m == (("descriptor", s["BLOCK_Q"]) if s["TMA"] else "tensor") for s, m in seen)
+    assert tiled.chosen["key"] == dict(BLOCK_Q=32, BLOCK_K=64, num_warps=4, num_stages=3, TMA=False)
+    assert seen[-1] == (tiled.chosen["key"], "tensor")
 
 
 @pytest.mark.parametrize("n", [*range(0, 70), 127, 128, 129, 1023, 1024, 1025, 5120])

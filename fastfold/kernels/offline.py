@@ -26,6 +26,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from fastfold.kernels import triton_attention, triton_attention_bwd
+from fastfold.kernels.tuning import resolved
 
 HOPPER = GPUTarget("cuda", 90, 32)
 HOPPER_SHARED_MEMORY = 232448  # bytes per block on an H100 (227 KiB)
@@ -57,20 +58,22 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def recorded_attention_launches(tiles: dict):
+def recorded_attention_launches(tiles: dict, variant: int = 0):
     """Within the block the attention wrappers record their launches (yielded list) instead of running.
 
     ``tiles`` maps a kernel name to its ``(BLOCK_Q, BLOCK_K, num_warps, num_stages)``, the settings a
-    timed choice would make; kernels not named get ``triton_attention.FP32_TILES``. Call the wrappers
-    with CPU tensors of the shapes and dtypes to inspect.
+    timed choice would make; kernels not named get ``triton_attention.FP32_TILES``; ``variant`` indexes
+    the variants a launch offers (0: the first bias through TMA where it can be). Call the wrappers with
+    CPU tensors of the shapes and dtypes to inspect.
     """
     launches = []
 
-    def launch_tiled(q, tiled, grid, key, *args, zero=(), restore=(), **kwargs):
+    def launch_tiled(q, tiled, grid, key, *args, variants=({},), zero=(), restore=(), **kwargs):
         bq, bk, warps, stages = tiles.get(tiled.kernel.fn.__name__, triton_attention.FP32_TILES)
         # FAST_EXP as on a GPU (the wrappers set it from the CPU tensors' device)
-        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True)
-        launches.append(Launch(tiled.kernel, args, {**kwargs, **settings}))
+        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True,
+                        **variants[variant])
+        launches.append(Launch(tiled.kernel, tuple(resolved(args, settings)), {**kwargs, **settings}))
 
     pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, launches)  # launched directly: no tiles
     patched = [(module, "launch_tiled", launch_tiled) for module in (triton_attention, triton_attention_bwd)]
@@ -85,14 +88,15 @@ def recorded_attention_launches(tiles: dict):
             setattr(module, name, value)
 
 
-def attention_launches(tiles: dict, dtype: torch.dtype, n: int, heads: int = 8, c: int = 32) -> list:
+def attention_launches(tiles: dict, dtype: torch.dtype, n: int, heads: int = 8, c: int = 32,
+                       variant: int = 0) -> list:
     """The launches of one attention forward and backward on an MSA-row-like case (2 rows, a pair bias
-    shared by the rows, a per-key mask, a gate; ``n`` queries and keys), tiles as in
+    shared by the rows, a per-key mask, a gate; ``n`` queries and keys), tiles and variant as in
     :func:`recorded_attention_launches`."""
     q, k, v, gate = (torch.randn(1, 2, heads, n, c, dtype=dtype) for _ in range(4))
     bias = torch.randn(1, 1, heads, n, n, dtype=dtype)
     mask = torch.rand(1, 2, 1, 1, n) > 0.1
-    with recorded_attention_launches(tiles) as launches:
+    with recorded_attention_launches(tiles, variant) as launches:
         out, stats = triton_attention.attention_forward(q, k, v, [bias], mask, gate, save_stats=True)
         grad = torch.randn_like(out)
         triton_attention_bwd.attention_backward(grad, q, k, v, [bias], mask, gate, out, stats)

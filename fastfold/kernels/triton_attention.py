@@ -21,10 +21,11 @@ import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
-from fastfold.kernels.tuning import TiledKernel, cdiv, next_power_of_2
+from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
 
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
@@ -45,6 +46,13 @@ def exp(x, FAST: tl.constexpr):
 @triton.jit
 def lead_offset(strides, z1, z2, z3):
     return z1 * strides[0] + z2 * strides[1] + z3 * strides[2]
+
+
+@triton.jit
+def bias_row(b_st, z1, z2, z3, LK, q_start):
+    """Row of a bias's TMA descriptor (its rows ``[own leading index x LQ + query]``, each ``LK`` long)
+    holding query ``q_start`` at leading index (z1, z2, z3)."""
+    return (lead_offset(b_st, z1, z2, z3) // LK + q_start).to(tl.int32)
 
 
 @triton.jit
@@ -126,7 +134,8 @@ def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
 def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                PRECISION: tl.constexpr, FULL: tl.constexpr):
+                PRECISION: tl.constexpr, FULL: tl.constexpr,
+                b0_row=0, k_start=0, BIAS_TMA: tl.constexpr = False):
     """float32 logits tile [BQ, BK]: q k^T (q already scaled), masked-key offset, then each bias;
     -inf past LK.
 
@@ -145,7 +154,10 @@ def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK,
     elif HAS_MASK or not FULL:
         s += offset
     if NUM_BIAS >= 1:
-        s += key_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+        if BIAS_TMA:
+            s += b0_ptr.load([b0_row, tl.cast(k_start, tl.int32)]).to(tl.float32)
+        else:
+            s += key_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
     if NUM_BIAS >= 2:
         s += key_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
     if NUM_BIAS >= 3:
@@ -171,14 +183,15 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
               k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
               NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
               BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-              PRECISION: tl.constexpr, FULL: tl.constexpr):
+              PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, BIAS_TMA: tl.constexpr):
     """One key block of the online softmax: the updated (row maximum, normaliser, accumulator)."""
     offs_k = start + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
     k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
                        offs_c < C, k_valid, not EVEN_C, not FULL)
     s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
+                    b0_row, start, BIAS_TMA)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = exp(m_i - m_new, FAST_EXP)
     p = exp(s - m_new[:, None], FAST_EXP)
@@ -192,7 +205,7 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
 def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, g_st, o_st, stats_st,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, Z2, Z3, LQ, LK, C, CV, scale,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                HAS_GATE: tl.constexpr, SAVE_STATS: tl.constexpr,
+                HAS_GATE: tl.constexpr, SAVE_STATS: tl.constexpr, BIAS_TMA: tl.constexpr,
                 BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
                 EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
     z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
@@ -206,6 +219,7 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     acc = tl.zeros([BLOCK_Q, BLOCK_CV], tl.float32)
     full_end = LK // BLOCK_K * BLOCK_K  # full key blocks without bounds checks, then the partial one
     per_key = HAS_MASK and MASK_PER_KEY
+    b0_row = bias_row(b0_st, z1, z2, z3, LK, qb * BLOCK_Q) if BIAS_TMA else 0
     offset = key_offsets(m_ptr, m_st, z1, z2, z3, tl.arange(0, BLOCK_K), LK, per_key)
     for start in range(0, full_end, BLOCK_K):
         block_offset = offset
@@ -214,14 +228,14 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
         m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, block_offset, start, z1, z2, z3, offs_q, offs_c, offs_cv,
                                   LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st,
                                   b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K,
-                                  EVEN_C, FAST_EXP, PRECISION, True)
+                                  EVEN_C, FAST_EXP, PRECISION, True, b0_row, BIAS_TMA)
     if full_end < LK:
         if not per_key:  # (with a per-key mask the loop has loaded this block's offsets)
             offset = key_offsets(m_ptr, m_st, z1, z2, z3, full_end + tl.arange(0, BLOCK_K), LK, False)
         m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, offset, full_end, z1, z2, z3, offs_q, offs_c, offs_cv,
                                   LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, b0_ptr, b0_st,
                                   b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, BLOCK_K,
-                                  EVEN_C, FAST_EXP, PRECISION, False)
+                                  EVEN_C, FAST_EXP, PRECISION, False, b0_row, BIAS_TMA)
     acc = acc / l_i[:, None]
     out_valid = q_valid[:, None] & (offs_cv < CV)[None, :]
     if SAVE_STATS:
@@ -245,20 +259,20 @@ FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed 
 INTERPRETER_TILES = (16, 16)
 
 
-def launch_tiled(q: torch.Tensor, tiled: TiledKernel, grid, key, *args, zero=(), restore=(),
+def launch_tiled(q: torch.Tensor, tiled: TiledKernel, grid, key, *args, variants=({},), zero=(), restore=(),
                  **kwargs) -> None:
-    """Launch ``tiled`` (as :meth:`TiledKernel.launch`): its tiles chosen by timing on a GPU for 16-bit
-    operands or TF32 products, fixed tiles for exact float32 products and small ones under the
-    interpreter (where tiles only cost time)."""
+    """Launch ``tiled`` (as :meth:`TiledKernel.launch`): its tiles and variant chosen by timing on a GPU
+    for 16-bit operands or TF32 products; for exact float32 products fixed tiles, and under the
+    interpreter small ones (where tiles only cost time), with the first variant."""
     if not q.is_cuda:
-        settings = dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
+        settings = dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1], **variants[0])
     elif dot_precision(q.dtype) == "ieee":
         bq, bk, warps, stages = FP32_TILES
-        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, **variants[0])
     else:
-        tiled.launch(grid, key, *args, zero=zero, restore=restore, **kwargs)
+        tiled.launch(grid, key, *args, variants=variants, zero=zero, restore=restore, **kwargs)
         return
-    tiled.kernel[grid(settings)](*args, **kwargs, **settings)
+    tiled.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:
@@ -298,13 +312,41 @@ class Operands:
             self.mask = self.mask.view(torch.uint8)
         self.LQ, self.C = q.shape[-2], q.shape[-1]
         self.LK, self.CV = k.shape[-2], v.shape[-1]
+        self.bias_tma = self._bias_descriptor()
+        # with a descriptor for the first bias, the kernels may read it through TMA: timed against plain loads
+        tma = self.bias_tma is not None
+        self.variants = ({"BIAS_TMA": True}, {"BIAS_TMA": False}) if tma else ({"BIAS_TMA": False},)
 
     def logit_args(self) -> list:
-        """Mask and bias pointers with their strides, in the kernels' argument order."""
+        """Mask and bias pointers with their strides, in the kernels' argument order (the first bias as
+        its :class:`~fastfold.kernels.tuning.PerTiles` where it has a TMA descriptor)."""
         args = [self.mask if self.mask is not None else self.q, self.mask_st]
         for i in range(MAX_BIASES):
             args += self.biases[i] if i < len(self.biases) else [self.q, NO_STRIDES]
+        if self.bias_tma is not None:
+            args[2] = self.bias_tma
         return args
+
+    def _bias_descriptor(self) -> PerTiles | None:
+        """The first bias as a TMA descriptor over its rows, block [BLOCK_Q, BLOCK_K] (where the settings
+        say ``BIAS_TMA``; else the bias itself), when its rows are dense (stride 1 along keys, ``LK``
+        between rows and a multiple of ``LK`` between its leading indices) and 16-byte aligned as TMA
+        needs; else None.
+
+        Pipelined TMA loads of the bias tile paid at N 768 and in the extra-MSA stack (head size 8) on an
+        H100, and cost 3-5% at N 256-384 with head size 32: hence a timed choice."""
+        if not self.biases:
+            return None
+        bias, st = self.biases[0]
+        row_bytes = self.LK * bias.element_size()
+        dense = st[4] == 1 and st[3] == self.LK and all(s % self.LK == 0 for s in st[:3])
+        if not dense or row_bytes % 16 or bias.data_ptr() % 16:
+            return None
+        lead3 = self.canon.lead
+        rows = sum((z - 1) * s for z, s in zip(lead3, st[:3], strict=True)) // self.LK + self.LQ
+        shape, strides = [rows, self.LK], [self.LK, 1]
+        return PerTiles(lambda t: TensorDescriptor(bias, shape, strides, [t["BLOCK_Q"], t["BLOCK_K"]])
+                        if t["BIAS_TMA"] else bias)
 
     def flags(self) -> dict:
         mask_per_key = self.mask is not None and self.mask_st[3] == 0
@@ -335,14 +377,16 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases:
     stats = q.new_empty(*lead3, ops.LQ, 2, dtype=torch.float32) if save_stats else q.new_empty(0)
     gate_c = ops.gate if ops.gate is not None else ops.q
     flags = ops.flags()
-    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, save_stats, ops.gate is not None, *flags.values())
+    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, save_stats, ops.gate is not None, len(ops.variants),
+           *flags.values())
     launch_tiled(
         q, _fwd_tiled, grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q"), key,
         ops.q, ops.k, ops.v, gate_c, out, stats if save_stats else out,
         ops.q_st, ops.k_st, ops.v_st, ops.gate_st, out.stride(),
         stats.stride() if save_stats else NO_STRIDES, *ops.logit_args(),
         lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5,
-        HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **flags, **channel_blocks(q, ops.C, ops.CV))
+        variants=ops.variants, HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **flags,
+        **channel_blocks(q, ops.C, ops.CV))
     if save_stats:
         stats = stats.view(*ops.lead, ops.LQ, 2)
     return out.view(*ops.lead, ops.LQ, ops.CV), stats

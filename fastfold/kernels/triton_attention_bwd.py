@@ -28,6 +28,7 @@ from fastfold.kernels.triton_attention import (
     MAX_BIASES,
     NO_STRIDES,
     Operands,
+    bias_row,
     channel_blocks,
     channel_tile,
     exp,
@@ -83,7 +84,7 @@ def _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ
                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                  BLOCK_Q: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                 PRECISION: tl.constexpr, FULL: tl.constexpr):
+                 PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr):
     """dK and dV of one key block (``FULL``: all its keys in bounds) over every query block.
 
     Query rows past LQ read the last query (clamped: no bounds checks); their +inf row maximum gives
@@ -94,7 +95,8 @@ def _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
         s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
+                        b0_row + start, k_start, BIAS_TMA)
         p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
@@ -109,10 +111,11 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
                    m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                    Z2, Z3, LQ, LK, C, CV, scale,
                    NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-                   BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                   PRECISION: tl.constexpr):
+                   BIAS_TMA: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr,
+                   FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
     z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K))
+    b0_row = bias_row(b0_st, z1, z2, z3, LK, 0) if BIAS_TMA else 0
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
@@ -128,12 +131,14 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
         dk, dv = _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
                               scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr,
                               m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
-                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, True)
+                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, True, b0_row, kb * BLOCK_K,
+                              BIAS_TMA)
     else:
         dk, dv = _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ, LK, C, CV,
                               scale, q_ptr, q_st, do_ptr, do_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr,
                               m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
-                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False)
+                              MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False, b0_row, kb * BLOCK_K,
+                              BIAS_TMA)
     store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, valid)
     store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, valid_v)
 
@@ -154,14 +159,15 @@ def _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, 
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                 BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                PRECISION: tl.constexpr, FULL: tl.constexpr):
+                PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, BIAS_TMA: tl.constexpr):
     """dQ's share of key block ``kb`` (``FULL``: all its keys in bounds) for one row, and its dS tile."""
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
     k = channel_tile(k_ptr, k_st, z1, z2, z3, offs_k, k_valid, offs_c, C, not FULL, EVEN_C)
     v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
     s = logits_tile(q, tl.trans(k), offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
+                    b0_row, kb * BLOCK_K, BIAS_TMA)
     p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
     ds = p * (dp - delta[:, None])
@@ -170,26 +176,26 @@ def _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, 
 
 
 @triton.jit
-def _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, kb, z1, z2, z3,
-                 offs_q, offs_c, offs_cv, LQ, LK, C, CV,
+def _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, b0_row, b0_row_b, kb,
+                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                  k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                  db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                  ROWS: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                 PRECISION: tl.constexpr, FULL: tl.constexpr):
+                 PRECISION: tl.constexpr, FULL: tl.constexpr, BIAS_TMA: tl.constexpr):
     """Key block ``kb`` of the program's ``ROWS`` rows (z2 and, with ``ROWS`` 2, ``z2_b`` weighted by
     ``weight_b``: 0 for the copy of z2 past the last row): their dQ shares, and the sum of their dS tiles
     added once to each bias gradient (every bias is broadcast over z2 when ``ROWS`` is 2)."""
     dq, ds = _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
                          k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
                          b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
-                         BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
+                         BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL, b0_row, BIAS_TMA)
     if ROWS == 2:
         dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, offset_b, kb, z1, z2_b, z3, offs_q, offs_c, offs_cv,
                                  LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
                                  m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
-                                 MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL)
+                                 MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL, b0_row_b, BIAS_TMA)
         ds += ds_b * weight_b
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
@@ -211,7 +217,7 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
                   db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                   Z2, Z3, LQ, LK, C, CV, scale,
                   NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                  ROWS: tl.constexpr,
+                  ROWS: tl.constexpr, BIAS_TMA: tl.constexpr,
                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
                   EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
     """dQ and the bias gradients of ``ROWS`` consecutive rows (z2) for one query block: with 2, both rows'
@@ -232,6 +238,8 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
         z2_b = tl.minimum(z2 + 1, Z2 - 1)
         q_b = query_tile(q_ptr, q_st, z1, z2_b, z3, rows, offs_c, C, scale, EVEN_C)
         do_b = channel_tile(do_ptr, do_st, z1, z2_b, z3, rows, rows, offs_cv, CV, False, EVEN_C)
+    b0_row = bias_row(b0_st, z1, z2, z3, LK, qb * BLOCK_Q) if BIAS_TMA else 0
+    b0_row_b = bias_row(b0_st, z1, z2_b, z3, LK, qb * BLOCK_Q) if BIAS_TMA else 0
     n_full = LK // BLOCK_K
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
     per_key = HAS_MASK and MASK_PER_KEY
@@ -247,20 +255,24 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
             offset = key_offsets(m_ptr, m_st, z1, z2, z3, next_keys, LK, True)
             if ROWS == 2:
                 offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, next_keys, LK, True)
-        dq, dq_b = _bwd_q_block(q, do, dq, block_offset, q_b, do_b, dq_b, block_offset_b, weight_b, z2_b, kb,
+        dq, dq_b = _bwd_q_block(q, do, dq, block_offset, q_b, do_b, dq_b, block_offset_b, weight_b, z2_b,
+                                b0_row, b0_row_b, kb,
                                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
                                 stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
                                 b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
-                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True)
+                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True,
+                                BIAS_TMA)
     if n_full * BLOCK_K < LK:
         partial_keys = n_full * BLOCK_K + keys
         offset = key_offsets(m_ptr, m_st, z1, z2, z3, partial_keys, LK, per_key)
         offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, partial_keys, LK, per_key and ROWS == 2)
-        dq, dq_b = _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, n_full,
+        dq, dq_b = _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b,
+                                b0_row, b0_row_b, n_full,
                                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
                                 stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
                                 b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
-                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False)
+                                HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False,
+                                BIAS_TMA)
     valid = (offs_q < LQ)[:, None] & (offs_c < C)[None, :]
     store_tile(dq_ptr, dq_st, z1, z2, z3, offs_q, offs_c, dq * scale, valid)
     if ROWS == 2:
@@ -333,17 +345,17 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         do_pre.stride(), gate_args[3], d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate,
         BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])
 
-    common = (*ops.logit_args(),)
+    common = ops.logit_args()
     dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
     flags = ops.flags()
-    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, *flags.values())
+    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, len(ops.variants), *flags.values())
     dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
     dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
     launch_tiled(
         q, _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
         ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
         ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dk.stride(), dv.stride(),
-        *common, *dims, **flags, **blocks)
+        *common, *dims, variants=ops.variants, **flags, **blocks)
 
     dbias_bufs, dbias_args = [], []
     for i in range(MAX_BIASES):
@@ -362,7 +374,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         (*key, rows_per_program),
         ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
         ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dq.stride(),
-        *common, *dbias_args, *dims, **flags, ROWS=rows_per_program, **blocks,
+        *common, *dbias_args, *dims, variants=ops.variants, **flags, ROWS=rows_per_program, **blocks,
         zero=dbias_bufs, restore=[dq] if do_pre is dq else [])
 
     dbiases = [_grad_to(db, bias, ops.canon.own_lead[3 + i])

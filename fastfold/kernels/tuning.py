@@ -25,6 +25,21 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+class PerTiles:
+    """A launch argument made from the chosen settings: a TMA descriptor (whose block is the tile) or,
+    where a variant does without one, the plain tensor."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[dict], object]):
+        self.make = make
+
+
+def resolved(args: Sequence, settings: dict) -> list:
+    """``args`` with each :class:`PerTiles` made for ``settings``."""
+    return [a.make(settings) if isinstance(a, PerTiles) else a for a in args]
+
+
 class TiledKernel:
     """A Triton kernel with a few tile settings, the fastest chosen once per problem key.
 
@@ -41,12 +56,14 @@ class TiledKernel:
         self.tiles = [dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=w, num_stages=s) for bq, bk, w, s in tiles]
         self.chosen = {}  # key -> settings
 
-    def launch(self, grid: Callable[[dict], tuple], key: Hashable, *args, zero: Sequence[torch.Tensor] = (),
-               restore: Sequence[torch.Tensor] = (), **kwargs) -> None:
+    def launch(self, grid: Callable[[dict], tuple], key: Hashable, *args, variants: Sequence[dict] = ({},),
+               zero: Sequence[torch.Tensor] = (), restore: Sequence[torch.Tensor] = (), **kwargs) -> None:
         """``kernel[grid(settings)](*args, **kwargs)`` with the settings chosen for ``key``, which must
-        stand for everything the choice depends on (sizes, dtypes, flags).
+        stand for everything the choice depends on (sizes, dtypes, flags, the variants offered).
 
-        The first launch for a key times every setting (settings that do not fit the GPU are skipped),
+        The settings are the tiles combined with each of ``variants`` (further constexprs, such as
+        whether to read an operand through TMA, whose :class:`PerTiles` arguments follow them). The first
+        launch for a key times every setting (settings that do not fit the GPU are skipped),
         so that the launch that counts sees its arguments as if the kernel ran once: the tensors in
         ``zero`` (which the kernel accumulates into) are zeroed, and those in ``restore`` (which it reads
         and then overwrites) are copied before timing and put back, before every trial and that launch.
@@ -61,21 +78,23 @@ class TiledKernel:
                 for t, copy in zip(restore, saved, strict=True):
                     t.copy_(copy)
 
-            settings = self.chosen[key] = self._fastest(grid, args, kwargs, reset)
+            candidates = [{**tile, **variant} for variant in variants for tile in self.tiles]
+            settings = self.chosen[key] = self._fastest(candidates, grid, args, kwargs, reset)
             reset()
-        self.kernel[grid(settings)](*args, **kwargs, **settings)
+        self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
 
-    def _fastest(self, grid, args, kwargs, reset) -> dict:
+    def _fastest(self, candidates, grid, args, kwargs, reset) -> dict:
         def trial(settings):
             reset()
-            self.kernel[grid(settings)](*args, **kwargs, **settings)
+            self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
 
         times = []
-        for settings in self.tiles:
+        for settings in candidates:
             try:
-                times.append((do_bench(lambda s=settings: trial(s), return_mode="median"), settings))
+                timed = do_bench(lambda s=settings: trial(s), warmup=10, rep=40, return_mode="median")
+                times.append((timed, settings))
             except (OutOfResources, PTXASError):  # too much shared memory or too many registers here
                 continue
         if not times:
-            raise RuntimeError(f"no tile setting of {self.kernel.fn.__name__} fits this GPU: {self.tiles}")
+            raise RuntimeError(f"no tile setting of {self.kernel.fn.__name__} fits this GPU: {candidates}")
         return min(times, key=lambda t: t[0])[1]
