@@ -6,7 +6,8 @@ rows, a per-key mask, a gate) for sm_90 exactly as the JIT would specialise them
 the shared memory, the instructions per logit and per thread of each loop, register spills (LDL/STL in
 the loop) and the commonest opcodes. A quick, GPU-free check of a kernel change before timing it.
 
-Usage: ``python scripts/kernel_sass.py [--n 768] [--dtype bf16] [--tiles _fwd_kernel=128,64,4,3 ...]``
+Usage: ``python scripts/kernel_sass.py [--n 768] [--dtype bf16] [--tiles _fwd_kernel=128,64,4,3 ...]
+[--plain-bias]``
 """
 
 import argparse
@@ -27,13 +28,16 @@ def main() -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     parser.add_argument("--tiles", nargs="*", default=[], metavar="KERNEL=BQ,BK,WARPS,STAGES",
                         help="tiles per kernel (default: the first of each tile set)")
+    parser.add_argument("--plain-bias", action="store_true",
+                        help="the bias read by plain loads (default: through TMA, where N allows it)")
     options = parser.parse_args()
     tiles = {"_fwd_kernel": triton_attention.FWD_TILES[0], "_bwd_kv_kernel": triton_attention_bwd.KV_TILES[0],
              "_bwd_q_kernel": triton_attention_bwd.Q_TILES[0]}
     for item in options.tiles:
         name, values = item.split("=")
         tiles[name] = tuple(int(v) for v in values.split(","))
-    launches = offline.attention_launches(tiles, DTYPES[options.dtype], options.n, options.heads, options.c)
+    launches = offline.attention_launches(tiles, DTYPES[options.dtype], options.n, options.heads, options.c,
+                                          variant=1 if options.plain_bias else 0)
     for launch in launches:
         compiled = offline.compile_launch(launch)
         kwargs = launch.kwargs
