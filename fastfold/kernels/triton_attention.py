@@ -9,10 +9,11 @@ scaled dot product, then the ``-1e9`` offset of masked keys, then each bias in o
 a fully masked row therefore gives the twin's finite near-uniform result.
 
 Every operand is addressed through three canonical leading strides (see
-:mod:`fastfold.kernels.triton_layout`), so broadcast operands are read through stride 0. On a GPU the
-16-bit kernels pick their tiles from a small set by timing, once per problem
-(:class:`~fastfold.kernels.tuning.TiledKernel`); float32 operands (exact "ieee" dots) and the interpreter
-use fixed tiles.
+:mod:`fastfold.kernels.triton_layout`), so broadcast operands are read through stride 0; the first bias,
+where its rows are dense and 16-byte aligned, may instead be read through a TMA descriptor, whose loads
+Triton pipelines (a plain load of it is not). On a GPU the 16-bit kernels pick their tiles (and whether
+to use TMA) from a small set by timing, once per problem (:class:`~fastfold.kernels.tuning.TiledKernel`);
+float32 operands (exact "ieee" dots) and the interpreter use fixed tiles.
 """
 
 from collections.abc import Sequence
@@ -134,16 +135,18 @@ def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
 def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                PRECISION: tl.constexpr, FULL: tl.constexpr,
-                b0_row=0, k_start=0, BIAS_TMA: tl.constexpr = False):
+                PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr):
     """float32 logits tile [BQ, BK]: q k^T (q already scaled), masked-key offset, then each bias;
     -inf past LK.
 
     Query rows past LQ read the last query's bias and mask (finite values, in rows never stored), so
     the [BQ, BK] bias and mask tiles need bounds checks only on keys, and only in the last, partial,
-    key block (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) arrives as the
-    block's :func:`key_offsets` (``offset``, loaded by the caller), as do the -inf of keys past LK in a
-    partial block: one addition per logit. ``offset`` is unused in a full block without such a mask.
+    key block (``FULL`` false). With ``BIAS_TMA`` the first bias is a TMA descriptor, read at row
+    ``b0_row`` (see :func:`bias_row`) and column ``k_start``: keys past LK read zeros, query rows past LQ
+    the bias's next rows or zeros (finite, never stored). A mask that is the same for every query
+    (``MASK_PER_KEY``) arrives as the block's :func:`key_offsets` (``offset``, loaded by the caller), as do
+    the -inf of keys past LK in a partial block: one addition per logit. ``offset`` is unused in a full
+    block without such a mask.
     """
     s = tl.dot(q, k_t, input_precision=PRECISION)
     rows = tl.minimum(offs_q, LQ - 1)
