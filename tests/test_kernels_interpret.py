@@ -101,7 +101,7 @@ def check_attention_half() -> None:
 
 
 def check_attention_shapes() -> None:
-    """Q != K, value size != key size, per-query mask, keys shared by heads, no bias or gate."""
+    """Q != K, value size != key size, per-query mask (without and with a bias), keys shared by heads."""
     import torch
 
     from fastfold import kernels
@@ -112,11 +112,11 @@ def check_attention_shapes() -> None:
     mask[1, 0, 3] = False
     _compare(lambda *t: kernels.attention(*t, mask=mask), lambda *t: attention_torch(*t, mask=mask),
              (q, k, v), ["q", "k", "v"])
-    full_bias = _leaf(2, 2, 17, 21)  # a bias needing no reduction, and one query (global attention)
-    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]]),
-             lambda *t: attention_torch(t[0], t[1], t[2], [t[3]]),
+    full_bias = _leaf(2, 2, 17, 21)  # a bias needing no reduction, with the per-query mask
+    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]], mask=mask),
+             lambda *t: attention_torch(t[0], t[1], t[2], [t[3]], mask=mask),
              (q, k, v, full_bias), ["q", "k", "v", "bias"])
-    q1 = _leaf(3, 2, 1, 8)
+    q1 = _leaf(3, 2, 1, 8)  # one query (global attention)
     k1, v1 = _leaf(3, 1, 19, 8), _leaf(3, 1, 19, 8)
     key_mask = torch.rand(3, 1, 1, 19) > 0.3
     _compare(lambda *t: kernels.attention(*t, mask=key_mask), lambda *t: attention_torch(*t, mask=key_mask),

@@ -132,41 +132,72 @@ def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK,
-                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-                NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr):
-    """float32 logits tile [BQ, BK]: q k^T (q already scaled), masked-key offset, then each bias;
-    -inf past LK.
+def bias_tile(b_ptr, b_st, z1, z2, z3, rows, offs_k, k_valid, FULL: tl.constexpr, b_row, k_start,
+              TMA: tl.constexpr):
+    """float32 [BQ, BK] tile of one bias: from a TMA descriptor at row ``b_row`` (see :func:`bias_row`)
+    and column ``k_start`` (keys past LK read zeros, query rows past LQ the next rows or zeros), or through
+    pointers at the clamped query ``rows`` (keys checked unless ``FULL``)."""
+    if TMA:
+        return b_ptr.load([b_row, tl.cast(k_start, tl.int32)]).to(tl.float32)
+    else:
+        return key_tile(b_ptr, b_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
 
-    Query rows past LQ read the last query's bias and mask (finite values, in rows never stored), so
-    the [BQ, BK] bias and mask tiles need bounds checks only on keys, and only in the last, partial,
-    key block (``FULL`` false). With ``BIAS_TMA`` the first bias is a TMA descriptor, read at row
-    ``b0_row`` (see :func:`bias_row`) and column ``k_start``: keys past LK read zeros, query rows past LQ
-    the bias's next rows or zeros (finite, never stored). A mask that is the same for every query
-    (``MASK_PER_KEY``) arrives as the block's :func:`key_offsets` (``offset``, loaded by the caller), as do
-    the -inf of keys past LK in a partial block: one addition per logit. ``offset`` is unused in a full
-    block without such a mask.
-    """
-    s = tl.dot(q, k_t, input_precision=PRECISION)
+
+@triton.jit
+def bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+               NUM_BIAS: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr):
+    """The ``NUM_BIAS`` biases' float32 [BQ, BK] tiles for :func:`add_biases` (0.0 for absent ones).
+
+    Query rows past LQ read the last query's bias (finite values, in rows never stored), so the pointer
+    loads check only keys, and only in the last, partial, key block (``FULL`` false). With ``BIAS_TMA``
+    the first bias is a TMA descriptor (:func:`bias_tile`)."""
     rows = tl.minimum(offs_q, LQ - 1)
     k_valid = offs_k < LK
+    b0, b1, b2 = 0.0, 0.0, 0.0
+    if NUM_BIAS >= 1:
+        b0 = bias_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL, b0_row, k_start, BIAS_TMA)
+    if NUM_BIAS >= 2:
+        b1 = bias_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False)
+    if NUM_BIAS >= 3:
+        b2 = bias_tile(b2_ptr, b2_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False)
+    return b0, b1, b2
+
+
+@triton.jit
+def scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK: tl.constexpr,
+                MASK_PER_KEY: tl.constexpr, PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """float32 [BQ, BK] tile of q k^T (q already scaled) plus the masked-key offset; -inf past LK. The
+    logits are these plus the biases (:func:`add_biases`), read after this product is issued.
+
+    Query rows past LQ read the last query's mask (finite values, in rows never stored), so a
+    [BQ, BK] mask tile needs bounds checks only on keys, and only in the last, partial, key block
+    (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) arrives as the block's
+    :func:`key_offsets` (``offset``, loaded by the caller), as do the -inf of keys past LK in a partial
+    block: one addition per logit, which Triton folds into the product's accumulator. ``offset`` is
+    unused in a full block without such a mask.
+    """
+    s = tl.dot(q, k_t, input_precision=PRECISION)
+    k_valid = offs_k < LK
     if HAS_MASK and not MASK_PER_KEY:
-        keep = key_tile(m_ptr, m_st, z1, z2, z3, rows, offs_k, k_valid, FULL)
+        keep = key_tile(m_ptr, m_st, z1, z2, z3, tl.minimum(offs_q, LQ - 1), offs_k, k_valid, FULL)
         s = tl.where(keep != 0, s, s - MASK_OFFSET)
+        if not FULL:
+            s = tl.where(k_valid[None, :], s, float("-inf"))
     elif HAS_MASK or not FULL:
         s += offset
+    return s
+
+
+@triton.jit
+def add_biases(s, biases, NUM_BIAS: tl.constexpr):
+    """Logits: the scores tile ``s`` (:func:`scores_tile`) plus each bias tile (:func:`bias_tiles`) in
+    order, in float32, as the PyTorch twin adds them (-inf past LK stays -inf: the tiles are 0 there)."""
     if NUM_BIAS >= 1:
-        if BIAS_TMA:
-            s += b0_ptr.load([b0_row, tl.cast(k_start, tl.int32)]).to(tl.float32)
-        else:
-            s += key_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+        s += biases[0]
     if NUM_BIAS >= 2:
-        s += key_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+        s += biases[1]
     if NUM_BIAS >= 3:
-        s += key_tile(b2_ptr, b2_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
-    if HAS_MASK and not MASK_PER_KEY and not FULL:
-        s = tl.where(k_valid[None, :], s, float("-inf"))
+        s += biases[2]
     return s
 
 
@@ -192,9 +223,10 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
     k_valid = offs_k < LK
     k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
                        offs_c < C, k_valid, not EVEN_C, not FULL)
-    s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
-                    b0_row, start, BIAS_TMA)
+    s = scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK, MASK_PER_KEY,
+                    PRECISION, FULL)
+    s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
+                                 b2_st, NUM_BIAS, FULL, b0_row, start, BIAS_TMA), NUM_BIAS)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = exp(m_i - m_new, FAST_EXP)
     p = exp(s - m_new[:, None], FAST_EXP)

@@ -28,7 +28,9 @@ from fastfold.kernels.triton_attention import (
     MAX_BIASES,
     NO_STRIDES,
     Operands,
+    add_biases,
     bias_row,
+    bias_tiles,
     channel_blocks,
     channel_tile,
     exp,
@@ -37,8 +39,8 @@ from fastfold.kernels.triton_attention import (
     launch_tiled,
     lead_offset,
     load_tile,
-    logits_tile,
     query_tile,
+    scores_tile,
     split_pid,
     store_tile,
     tile_offsets,
@@ -47,17 +49,27 @@ from fastfold.kernels.tuning import TiledKernel, cdiv
 
 
 @triton.jit
-def _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP: tl.constexpr):
-    """Softmax probabilities of a logits tile from the row statistics, and delta [BQ].
+def _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ):
+    """(row maximum, log-normaliser, delta) [BQ] of queries ``offs_q``; past LQ a +inf maximum (zero
+    probability) and no memory read.
 
     The row maximum and log-normaliser are kept apart: their sum loses the normaliser to rounding in
-    a fully masked row (logits near -1e9). Rows past LQ get a +inf maximum, hence zero probability.
+    a fully masked row (logits near -1e9). The kernels load these ahead of the products that need them
+    (the dQ kernel once, the dK/dV loop one query block ahead), as plain loads are not pipelined.
     """
     offsets = lead_offset(stats_st, z1, z2, z3) + offs_q * stats_st[3]
     row_max = tl.load(stats_ptr + offsets, mask=offs_q < LQ, other=float("inf"))
     log_norm = tl.load(stats_ptr + offsets + stats_st[4], mask=offs_q < LQ, other=0.0)
     delta = tl.load(d_ptr + lead_offset(d_st, z1, z2, z3) + offs_q * d_st[3], mask=offs_q < LQ, other=0.0)
-    return exp((s - row_max[:, None]) - log_norm[:, None], FAST_EXP), delta
+    return row_max, log_norm, delta
+
+
+@triton.jit
+def _softmax_grad(s, dp, stats, FAST_EXP: tl.constexpr):
+    """Softmax probabilities P and ``dS = P * (dP - delta)`` of a logits tile from its rows' statistics
+    (:func:`_row_stats`)."""
+    p = exp((s - stats[0][:, None]) - stats[1][:, None], FAST_EXP)
+    return p, p * (dp - stats[2][:, None])
 
 
 @triton.jit
@@ -89,18 +101,21 @@ def _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ
 
     Query rows past LQ read the last query (clamped: no bounds checks); their +inf row maximum gives
     them zero probability, so they add nothing."""
+    stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, tl.arange(0, BLOCK_Q), LQ)
     for start in range(0, LQ, BLOCK_Q):
         offs_q = start + tl.arange(0, BLOCK_Q)
+        block_stats = stats  # the next block's, loaded one step ahead
+        stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q + BLOCK_Q, LQ)
         rows = tl.minimum(offs_q, LQ - 1)
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
-        s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                        b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
-                        b0_row + start, k_start, BIAS_TMA)
-        p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        s = scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK,
+                        MASK_PER_KEY, PRECISION, FULL)
+        s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
+                                     b2_st, NUM_BIAS, FULL, b0_row + start, k_start, BIAS_TMA), NUM_BIAS)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        p, ds = _softmax_grad(s, dp, block_stats, FAST_EXP)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)  # q scaled: no c^-1/2 after
     return dk, dv
 
@@ -154,51 +169,48 @@ def _add_bias_grad(db_ptr, db_st, z1, z2, z3, rows, offs_k, k_valid, ds, FULL: t
 
 
 @triton.jit
-def _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
-                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+def _bwd_q_step(q, do, dq, stats, offset, biases, offs_k, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C,
+                CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
-                PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, BIAS_TMA: tl.constexpr):
-    """dQ's share of key block ``kb`` (``FULL``: all its keys in bounds) for one row, and its dS tile."""
-    offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+                EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr, FULL: tl.constexpr):
+    """dQ's share of the key block ``offs_k`` (``FULL``: all its keys in bounds) for one row, given the
+    block's bias tiles and its rows' statistics, and its dS tile."""
     k_valid = offs_k < LK
     k = channel_tile(k_ptr, k_st, z1, z2, z3, offs_k, k_valid, offs_c, C, not FULL, EVEN_C)
     v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
-    s = logits_tile(q, tl.trans(k), offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
-                    b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
-                    b0_row, kb * BLOCK_K, BIAS_TMA)
-    p, delta = _probabilities(s, stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ, FAST_EXP)
+    s = scores_tile(q, tl.trans(k), offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK,
+                    MASK_PER_KEY, PRECISION, FULL)
+    s = add_biases(s, biases, NUM_BIAS)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-    ds = p * (dp - delta[:, None])
+    _, ds = _softmax_grad(s, dp, stats, FAST_EXP)
     dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     return dq, ds
 
 
 @triton.jit
-def _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b, b0_row, b0_row_b, kb,
-                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                 k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
-                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+def _bwd_q_block(q, do, dq, stats, offset, q_b, do_b, dq_b, stats_b, offset_b, weight_b, z2_b, b0_row, kb,
+                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st,
+                 b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                  db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                  NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                  ROWS: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
                  PRECISION: tl.constexpr, FULL: tl.constexpr, BIAS_TMA: tl.constexpr):
     """Key block ``kb`` of the program's ``ROWS`` rows (z2 and, with ``ROWS`` 2, ``z2_b`` weighted by
     ``weight_b``: 0 for the copy of z2 past the last row): their dQ shares, and the sum of their dS tiles
-    added once to each bias gradient (every bias is broadcast over z2 when ``ROWS`` is 2)."""
-    dq, ds = _bwd_q_step(q, do, dq, offset, kb, z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV,
-                         k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st,
-                         b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
-                         BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL, b0_row, BIAS_TMA)
-    if ROWS == 2:
-        dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, offset_b, kb, z1, z2_b, z3, offs_q, offs_c, offs_cv,
-                                 LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, stats_ptr, stats_st, d_ptr, d_st,
-                                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
-                                 MASK_PER_KEY, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, FULL, b0_row_b, BIAS_TMA)
-        ds += ds_b * weight_b
+    added once to each bias gradient. With ``ROWS`` 2 every bias is broadcast over z2, so both rows use
+    the bias tiles read once."""
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
+    biases = bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                        NUM_BIAS, FULL, b0_row, kb * BLOCK_K, BIAS_TMA)
+    dq, ds = _bwd_q_step(q, do, dq, stats, offset, biases, offs_k, z1, z2, z3, offs_q, offs_c, offs_cv, LQ,
+                         LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st, NUM_BIAS, HAS_MASK, MASK_PER_KEY,
+                         EVEN_C, FAST_EXP, PRECISION, FULL)
+    if ROWS == 2:
+        dq_b, ds_b = _bwd_q_step(q_b, do_b, dq_b, stats_b, offset_b, biases, offs_k, z1, z2_b, z3, offs_q,
+                                 offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st, m_ptr, m_st,
+                                 NUM_BIAS, HAS_MASK, MASK_PER_KEY, EVEN_C, FAST_EXP, PRECISION, FULL)
+        ds += ds_b * weight_b
     # rows past LQ have dS = 0 exactly: adding them to the clamped row changes nothing
     rows = tl.minimum(offs_q, LQ - 1)
     if NUM_BIAS >= 1:
@@ -231,15 +243,16 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
     q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
     do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
     dq = tl.zeros([BLOCK_Q, BLOCK_C], tl.float32)
-    q_b, do_b, dq_b, weight_b, z2_b = q, do, dq, 0.0, z2
+    stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ)  # once, outside the loop
+    q_b, do_b, dq_b, stats_b, weight_b, z2_b = q, do, dq, stats, 0.0, z2
     if ROWS == 2:
         # the second row, or past the last one a copy of the first that adds nothing (weight 0, not stored)
         weight_b = (z2 + 1 < Z2).to(tl.float32)
         z2_b = tl.minimum(z2 + 1, Z2 - 1)
         q_b = query_tile(q_ptr, q_st, z1, z2_b, z3, rows, offs_c, C, scale, EVEN_C)
         do_b = channel_tile(do_ptr, do_st, z1, z2_b, z3, rows, rows, offs_cv, CV, False, EVEN_C)
+        stats_b = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2_b, z3, offs_q, LQ)
     b0_row = bias_row(b0_st, z1, z2, z3, LK, qb * BLOCK_Q) if BIAS_TMA else 0
-    b0_row_b = bias_row(b0_st, z1, z2_b, z3, LK, qb * BLOCK_Q) if BIAS_TMA else 0
     n_full = LK // BLOCK_K
     shift = z1 + z2 + z3  # programs of different rows start at different key blocks: fewer atomic collisions
     per_key = HAS_MASK and MASK_PER_KEY
@@ -255,22 +268,22 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
             offset = key_offsets(m_ptr, m_st, z1, z2, z3, next_keys, LK, True)
             if ROWS == 2:
                 offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, next_keys, LK, True)
-        dq, dq_b = _bwd_q_block(q, do, dq, block_offset, q_b, do_b, dq_b, block_offset_b, weight_b, z2_b,
-                                b0_row, b0_row_b, kb,
+        dq, dq_b = _bwd_q_block(q, do, dq, stats, block_offset, q_b, do_b, dq_b, stats_b, block_offset_b,
+                                weight_b, z2_b, b0_row, kb,
                                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
-                                stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
-                                b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
+                                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
                                 HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, True,
                                 BIAS_TMA)
     if n_full * BLOCK_K < LK:
         partial_keys = n_full * BLOCK_K + keys
         offset = key_offsets(m_ptr, m_st, z1, z2, z3, partial_keys, LK, per_key)
         offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, partial_keys, LK, per_key and ROWS == 2)
-        dq, dq_b = _bwd_q_block(q, do, dq, offset, q_b, do_b, dq_b, offset_b, weight_b, z2_b,
-                                b0_row, b0_row_b, n_full,
+        dq, dq_b = _bwd_q_block(q, do, dq, stats, offset, q_b, do_b, dq_b, stats_b, offset_b, weight_b,
+                                z2_b, b0_row, n_full,
                                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
-                                stats_ptr, stats_st, d_ptr, d_st, m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st,
-                                b2_ptr, b2_st, db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
+                                m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                                db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st, NUM_BIAS,
                                 HAS_MASK, MASK_PER_KEY, ROWS, BLOCK_K, EVEN_C, FAST_EXP, PRECISION, False,
                                 BIAS_TMA)
     valid = (offs_q < LQ)[:, None] & (offs_c < C)[None, :]
