@@ -294,10 +294,14 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
 
 # Tile settings (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the two kernels for 16-bit operands on a
 # GPU; the dQ kernel's bias gradients are zeroed before each timed trial and before the chosen run. From
-# a sweep of fixed tiles on an H100 (bf16, N 384-768, c 32): narrow 32-key steps in the dQ kernel (3.82 ms
-# at MSA 512 x 768 against 4.33-6.16 for the previous set), 64 x 64 with 3 stages for dK/dV (3.60 ms).
+# a sweep of fixed tiles on an H100 (bf16; thirteenth session, kernel ms with / without TMA bias reads):
+# dK/dV 64 x 64 / 4 warps best at head size 32 (MSA 512 x 768 3.18 / 3.46, triangle 768 2.40 / 2.60),
+# 32 x 64 / 2 warps at head size 8 (extra-MSA 1024 x 384 1.41 / 1.83); dQ 64 x 32 / 4 warps at head size
+# 32 (3.32 / 3.14, 2.45 / 2.35), 128 x 32 / 4 warps at head size 8 (1.92 / 1.99 against 2.14 for the
+# next best). The others tried (2-warp dQ, dK/dV 64 x 64 with 2 warps, 4 stages, 8 warps) were slower
+# or within 2%.
 KV_TILES = [(64, 64, 4, 3), (32, 64, 2, 3), (32, 128, 4, 3), (128, 128, 8, 2)]
-Q_TILES = [(64, 32, 4, 3), (64, 32, 2, 3), (64, 64, 4, 3), (64, 128, 4, 2)]
+Q_TILES = [(64, 32, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2)]
 _kv_tiled = TiledKernel(_bwd_kv_kernel, KV_TILES)
 _q_tiled = TiledKernel(_bwd_q_kernel, Q_TILES)
 _ELEMENTWISE_BLOCK_Q = 32
