@@ -104,8 +104,8 @@ def _bwd_kv_loop(k_t, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, LQ
     stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, tl.arange(0, BLOCK_Q), LQ)
     for start in range(0, LQ, BLOCK_Q):
         offs_q = start + tl.arange(0, BLOCK_Q)
-        block_stats = stats  # the next block's, loaded one step ahead
-        stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q + BLOCK_Q, LQ)
+        block_stats = stats
+        stats = _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q + BLOCK_Q, LQ)  # next block's
         rows = tl.minimum(offs_q, LQ - 1)
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
