@@ -53,28 +53,30 @@ def test_triangle_kernel_fits_hopper_shared_memory(name, dtype):
         f"{name} ({dtype}) needs {compiled.metadata.shared} bytes of shared memory"
 
 
-ATTENTION_TILES = [(name, tiles) for name, tile_set in (("_fwd_kernel", triton_attention.FWD_TILES),
-                                                         ("_bwd_kv_kernel", triton_attention_bwd.KV_TILES),
-                                                         ("_bwd_q_kernel", triton_attention_bwd.Q_TILES))
-                   for tiles in tile_set]
+# every tile of each kernel with each variant it offers at N_RES (below): the bias through TMA (0) or plain
+# loads (1); the dK/dV kernel's key-major tiles with TMA (0), then query-major with TMA (1) or without (2)
+ATTENTION_LAUNCHES = [(name, tiles, variant) for name, tile_set, variants in (
+    ("_fwd_kernel", triton_attention.FWD_TILES, 2), ("_bwd_kv_kernel", triton_attention_bwd.KV_TILES, 3),
+    ("_bwd_q_kernel", triton_attention_bwd.Q_TILES, 2)) for tiles in tile_set for variant in range(variants)]
 # a partial key block (both the full-block and the bounds-checked code are compiled), and rows of the pair
-# bias 16-byte aligned, so that both variants are offered: the bias through TMA (0) and plain loads (1)
+# bias 16-byte aligned, so that every variant is offered
 N_RES = 104
 
 
-@pytest.mark.parametrize("variant", [0, 1])
-@pytest.mark.parametrize("name, tiles", ATTENTION_TILES)
+@pytest.mark.parametrize("name, tiles, variant", ATTENTION_LAUNCHES)
 def test_attention_tiles_fit_hopper_shared_memory(name, tiles, variant):
     """Every tile setting of the 16-bit attention kernels compiles for sm_90, as the JIT specialises
-    the wrappers' launches, within Hopper's shared memory, with the bias read through TMA or not."""
+    the wrappers' launches, within Hopper's shared memory, in every variant it is timed in."""
     launches = offline.attention_launches({name: tiles}, torch.bfloat16, N_RES, variant=variant)
     (launch,) = [launch for launch in launches if launch.name == name]
-    assert launch.kwargs["BIAS_TMA"] == (variant == 0)
+    kv = name == "_bwd_kv_kernel"
+    assert launch.kwargs["BIAS_TMA"] == (variant == 0 or kv and variant == 1)
+    assert launch.kwargs.get("KEY_MAJOR", False) == (kv and variant == 0)
     shared = offline.compile_launch(launch).metadata.shared
     assert shared <= SHARED_MEMORY, f"{name} {tiles} needs {shared} bytes"
 
 
-@pytest.mark.parametrize("variant", [0, 1])
+@pytest.mark.parametrize("variant", [0, 1, 2])
 def test_attention_float32_kernels_compile(variant):
     """Float32 with exact products: every attention kernel, with the fixed float32 tiles."""
     launches = offline.attention_launches({}, torch.float32, N_RES, variant=variant)

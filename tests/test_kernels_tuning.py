@@ -114,3 +114,20 @@ def test_host_helpers_match_triton(n):
     assert tuning.next_power_of_2(n) == max(triton.next_power_of_2(n), 1)
     for block in (1, 16, 32, 64, 128):
         assert tuning.cdiv(n, block) == triton.cdiv(n, block)
+
+
+@pytest.mark.parametrize("tma, has_bias, per_key, offered", [
+    (True, True, True, [(True, True), (True, False), (False, False)]),
+    (False, True, True, [(False, False)]),  # biases read through pointers: query-major only
+    (False, False, True, [(False, True), (False, False)]),  # no bias: key-major as well
+    (True, True, False, [(True, False), (False, False)]),  # a per-query mask: query-major only
+])
+def test_dkdv_variants(tma, has_bias, per_key, offered):
+    """The dK/dV kernel is timed key-major where its biases can be read transposed cheaply (TMA, or no
+    bias) and its mask is shared by the queries; key-major first, so fixed-tile launches use it."""
+    from fastfold.kernels.triton_attention_bwd import _kv_variants
+
+    variants = ({"BIAS_TMA": True}, {"BIAS_TMA": False}) if tma else ({"BIAS_TMA": False},)
+    flags = dict(NUM_BIAS=int(has_bias), HAS_MASK=True, MASK_PER_KEY=per_key)
+    got = _kv_variants(variants, flags, has_bias)
+    assert [(v["BIAS_TMA"], v["KEY_MAJOR"]) for v in got] == offered

@@ -63,8 +63,9 @@ def recorded_attention_launches(tiles: dict, variant: int = 0):
 
     ``tiles`` maps a kernel name to its ``(BLOCK_Q, BLOCK_K, num_warps, num_stages)``, the settings a
     timed choice would make; kernels not named get ``triton_attention.FP32_TILES``; ``variant`` indexes
-    the variants a launch offers (0: the first bias through TMA where it can be). Call the wrappers with
-    CPU tensors of the shapes and dtypes to inspect.
+    the variants each launch offers, clamped to its last (0: the first bias through TMA where it can be;
+    the dK/dV kernel offers key-major tiles with it first). Call the wrappers with CPU tensors of the
+    shapes and dtypes to inspect.
     """
     launches = []
 
@@ -72,7 +73,7 @@ def recorded_attention_launches(tiles: dict, variant: int = 0):
         bq, bk, warps, stages = tiles.get(tiled.kernel.fn.__name__, triton_attention.FP32_TILES)
         # FAST_EXP as on a GPU (the wrappers set it from the CPU tensors' device)
         settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True,
-                        **variants[variant])
+                        **variants[min(variant, len(variants) - 1)])
         launches.append(Launch(tiled.kernel, tuple(resolved(args, settings)), {**kwargs, **settings}))
 
     pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, launches)  # launched directly: no tiles

@@ -133,20 +133,28 @@ def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
 
 @triton.jit
 def bias_tile(b_ptr, b_st, z1, z2, z3, rows, offs_k, k_valid, FULL: tl.constexpr, b_row, k_start,
-              TMA: tl.constexpr):
-    """float32 [BQ, BK] tile of one bias: from a TMA descriptor at row ``b_row`` (see :func:`bias_row`)
-    and column ``k_start`` (keys past LK read zeros, query rows past LQ the next rows or zeros), or through
-    pointers at the clamped query ``rows`` (keys checked unless ``FULL``)."""
+              TMA: tl.constexpr, TRANS: tl.constexpr):
+    """float32 [BQ, BK] tile of one bias (``TRANS``: its transpose [BK, BQ]): from a TMA descriptor at row
+    ``b_row`` (see :func:`bias_row`) and column ``k_start`` (keys past LK read zeros, query rows past LQ the
+    next rows or zeros), or through pointers at the clamped query ``rows`` (keys checked unless ``FULL``)."""
     if TMA:
-        return b_ptr.load([b_row, tl.cast(k_start, tl.int32)]).to(tl.float32)
+        tile = b_ptr.load([b_row, tl.cast(k_start, tl.int32)]).to(tl.float32)
+        if TRANS:
+            tile = tl.trans(tile)
+    elif TRANS:
+        tile = bounded_tile(b_ptr, (b_st[0], b_st[1], b_st[2], b_st[4], b_st[3]), z1, z2, z3, offs_k, rows,
+                            k_valid, rows, not FULL, False).to(tl.float32)
     else:
-        return key_tile(b_ptr, b_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+        tile = key_tile(b_ptr, b_st, z1, z2, z3, rows, offs_k, k_valid, FULL).to(tl.float32)
+    return tile
 
 
 @triton.jit
 def bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
-               NUM_BIAS: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr):
-    """The ``NUM_BIAS`` biases' float32 [BQ, BK] tiles for :func:`add_biases` (0.0 for absent ones).
+               NUM_BIAS: tl.constexpr, FULL: tl.constexpr, b0_row, k_start, BIAS_TMA: tl.constexpr,
+               TRANS: tl.constexpr):
+    """The ``NUM_BIAS`` biases' float32 [BQ, BK] tiles (``TRANS``: [BK, BQ]) for :func:`add_biases` (0.0
+    for absent ones).
 
     Query rows past LQ read the last query's bias (finite values, in rows never stored), so the pointer
     loads check only keys, and only in the last, partial, key block (``FULL`` false). With ``BIAS_TMA``
@@ -155,11 +163,12 @@ def bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st,
     k_valid = offs_k < LK
     b0, b1, b2 = 0.0, 0.0, 0.0
     if NUM_BIAS >= 1:
-        b0 = bias_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL, b0_row, k_start, BIAS_TMA)
+        b0 = bias_tile(b0_ptr, b0_st, z1, z2, z3, rows, offs_k, k_valid, FULL, b0_row, k_start, BIAS_TMA,
+                       TRANS)
     if NUM_BIAS >= 2:
-        b1 = bias_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False)
+        b1 = bias_tile(b1_ptr, b1_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False, TRANS)
     if NUM_BIAS >= 3:
-        b2 = bias_tile(b2_ptr, b2_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False)
+        b2 = bias_tile(b2_ptr, b2_st, z1, z2, z3, rows, offs_k, k_valid, FULL, 0, 0, False, TRANS)
     return b0, b1, b2
 
 
@@ -226,7 +235,7 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
     s = scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK, MASK_PER_KEY,
                     PRECISION, FULL)
     s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
-                                 b2_st, NUM_BIAS, FULL, b0_row, start, BIAS_TMA), NUM_BIAS)
+                                 b2_st, NUM_BIAS, FULL, b0_row, start, BIAS_TMA, False), NUM_BIAS)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = exp(m_i - m_new, FAST_EXP)
     p = exp(s - m_new[:, None], FAST_EXP)
