@@ -7,7 +7,7 @@ the shared memory, the instructions per logit and per thread of each loop, regis
 the loop) and the commonest opcodes. A quick, GPU-free check of a kernel change before timing it.
 
 Usage: ``python scripts/kernel_sass.py [--n 768] [--dtype bf16] [--tiles _fwd_kernel=128,64,4,3 ...]
-[--plain-bias]``
+[--variant 0|1|2]``
 """
 
 import argparse
@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     parser.add_argument("--tiles", nargs="*", default=[], metavar="KERNEL=BQ,BK,WARPS,STAGES",
                         help="tiles per kernel (default: the first of each tile set)")
-    parser.add_argument("--plain-bias", action="store_true",
-                        help="the bias read by plain loads (default: through TMA, where N allows it)")
+    parser.add_argument("--variant", type=int, choices=(0, 1, 2), default=0,
+                        help="0: the bias through TMA where N allows it (dK/dV key-major); 1: plain loads "
+                             "(dK/dV query-major through TMA); 2: plain loads everywhere")
     options = parser.parse_args()
     tiles = {"_fwd_kernel": triton_attention.FWD_TILES[0], "_bwd_kv_kernel": triton_attention_bwd.KV_TILES[0],
              "_bwd_q_kernel": triton_attention_bwd.Q_TILES[0]}
@@ -37,12 +38,13 @@ def main() -> None:
         name, values = item.split("=")
         tiles[name] = tuple(int(v) for v in values.split(","))
     launches = offline.attention_launches(tiles, DTYPES[options.dtype], options.n, options.heads, options.c,
-                                          variant=1 if options.plain_bias else 0)
+                                          variant=options.variant)
     for launch in launches:
         compiled = offline.compile_launch(launch)
         kwargs = launch.kwargs
+        keys = ("BLOCK_Q", "BLOCK_K", "num_warps", "num_stages", "BIAS_TMA", "KEY_MAJOR")
         print(f"{launch.name}: shared memory {compiled.metadata.shared} B, settings "
-              f"{ {k: kwargs[k] for k in ('BLOCK_Q', 'BLOCK_K', 'num_warps', 'num_stages') if k in kwargs} }")
+              f"{ {k: kwargs[k] for k in keys if k in kwargs} }")
         if "BLOCK_K" not in kwargs:
             continue
         # the dQ kernel may take two rows per program (ROWS): logits per loop step are per program
