@@ -129,5 +129,5 @@ def test_dkdv_variants(tma, has_bias, per_key, offered):
 
     variants = ({"BIAS_TMA": True}, {"BIAS_TMA": False}) if tma else ({"BIAS_TMA": False},)
     flags = dict(NUM_BIAS=int(has_bias), HAS_MASK=True, MASK_PER_KEY=per_key)
-    got = _kv_variants(variants, flags, has_bias)
+    got = _kv_variants(variants, flags)
     assert [(v["BIAS_TMA"], v["KEY_MAJOR"]) for v in got] == offered

@@ -8,7 +8,8 @@ With ``P = softmax(S)``, the gated output ``out = sigmoid(g) * P V`` and ``dO`` 
   ``d g = dO * out * (1 - sigmoid(g))``; ``dO_pre`` goes into the buffer of ``dQ`` (when they have one
   shape and dtype), which the dQ kernel's programs overwrite only after reading their rows of it;
 - ``_bwd_kv_kernel``, over key blocks: recomputes ``S`` and ``P`` tile by tile and accumulates
-  ``dV = P^T dO_pre`` and ``dK = dS^T Q`` (4 tile products);
+  ``dV = P^T dO_pre`` and ``dK = dS^T Q`` (4 tile products), with tiles query-major or key-major
+  (``S^T = K Q^T``; timed against each other where the biases can be read transposed cheaply);
 - ``_bwd_q_kernel``, over query blocks: recomputes ``S``, ``P`` and ``dS`` and accumulates
   ``dQ = dS K`` (3 tile products), and adds each ``dS`` tile to every bias gradient with float32
   atomics, through stride 0 where the bias is broadcast, so the pair bias's gradient is summed over
@@ -332,7 +333,7 @@ _q_tiled = TiledKernel(_bwd_q_kernel, Q_TILES)
 _ELEMENTWISE_BLOCK_Q = 32
 
 
-def _kv_variants(variants: Sequence[dict], flags: dict, has_bias: bool) -> list:
+def _kv_variants(variants: Sequence[dict], flags: dict) -> list:
     """The dK/dV kernel's timed variants: each of the operands' (bias through TMA or not), key-major
     first where it can win. Key-major tiles need a mask shared by the queries, and read the biases
     transposed: cheaply through TMA's shared-memory copy, slowly through pointers (H100, MSA 512 x 768:
@@ -340,7 +341,7 @@ def _kv_variants(variants: Sequence[dict], flags: dict, has_bias: bool) -> list:
     per_key = not flags["HAS_MASK"] or flags["MASK_PER_KEY"]
     out = []
     for variant in variants:
-        if per_key and (variant["BIAS_TMA"] or not has_bias):
+        if per_key and (variant["BIAS_TMA"] or not flags["NUM_BIAS"]):
             out.append({**variant, "KEY_MAJOR": True})
         out.append({**variant, "KEY_MAJOR": False})
     return out
@@ -407,7 +408,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, len(ops.variants), *flags.values())
     dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
     dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
-    kv_variants = _kv_variants(ops.variants, flags, bool(biases))
+    kv_variants = _kv_variants(ops.variants, flags)
     launch_tiled(
         q, _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
         ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
