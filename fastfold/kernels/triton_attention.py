@@ -183,7 +183,8 @@ def scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st,
     (``FULL`` false). A mask that is the same for every query (``MASK_PER_KEY``) arrives as the block's
     :func:`key_offsets` (``offset``, loaded by the caller), as do the -inf of keys past LK in a partial
     block: one addition per logit, which Triton folds into the product's accumulator. ``offset`` is
-    unused in a full block without such a mask.
+    unused in a full block without such a mask. Key-major callers (the dK/dV kernel) pass k and q^T, keys
+    and queries swapped, and a [BK, 1] ``offset``: only with no mask or a mask shared by the queries.
     """
     s = tl.dot(q, k_t, input_precision=PRECISION)
     k_valid = offs_k < LK

@@ -150,6 +150,8 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
                    BIAS_TMA: tl.constexpr, KEY_MAJOR: tl.constexpr, BLOCK_Q: tl.constexpr,
                    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr,
                    FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
+    # key-major scores take the mask as a per-key column of offsets only (see _kv_variants)
+    tl.static_assert(not KEY_MAJOR or not HAS_MASK or MASK_PER_KEY)
     z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K))
     b0_row = bias_row(b0_st, z1, z2, z3, LK, 0) if BIAS_TMA else 0
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
