@@ -5,8 +5,9 @@ logits to memory; for the backward pass (:mod:`fastfold.kernels.triton_attention
 the row statistics, and the backward pass uses the gated output itself (``dO * out`` gives both the
 softmax's ``delta`` and the gate gradient), so no ungated copy of the output is stored. The logits are
 formed exactly as the PyTorch twin forms them (:func:`fastfold.kernels.attention.attention_torch`):
-scaled dot product, then the ``-1e9`` offset of masked keys, then each bias in order, all in float32;
-a fully masked row therefore gives the twin's finite near-uniform result.
+scaled dot product, then the ``-1e9`` offset of masked keys, then each bias in order, all in float32
+(and all times log2 e, so that the softmax takes powers of two: :func:`add_biases`); a fully masked row
+therefore gives the twin's finite near-uniform result.
 
 Every operand is addressed through three canonical leading strides (see
 :mod:`fastfold.kernels.triton_layout`), so broadcast operands are read through stride 0; the first bias,
@@ -28,20 +29,22 @@ from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
 from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
 
-MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
+MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 NO_STRIDES = (0, 0, 0, 0, 0)
 LOG2E = tl.constexpr(1.4426950408889634)
+# the kernels form the logits in log2 units (times log2 e): softmax weights are then 2^(logit - row maximum)
+MASK_OFFSET_LOG2 = tl.constexpr(MASKED_LOGIT_OFFSET * 1.4426950408889634)
 
 
 @triton.jit
-def exp(x, FAST: tl.constexpr):
-    """e^x as ``2^(x log2 e)``. ``FAST`` (on a GPU) flushes subnormal results to zero: one
-    ``ex2.approx.ftz`` instead of five instructions (irrelevant to softmax weights, whose sum is >= 1)."""
+def exp2(x, FAST: tl.constexpr):
+    """2^x. ``FAST`` (on a GPU) flushes subnormal results to zero: one ``ex2.approx.ftz`` instead of
+    five instructions (irrelevant to softmax weights, whose sum is >= 1)."""
     if FAST:
-        return libdevice.exp2(x * LOG2E)
+        return libdevice.exp2(x)
     else:
-        return tl.exp2(x * LOG2E)
+        return tl.exp2(x)
 
 
 @triton.jit
@@ -108,16 +111,19 @@ def key_tile(ptr, strides, z1, z2, z3, rows, offs_k, k_valid, FULL: tl.constexpr
 
 @triton.jit
 def query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C: tl.constexpr):
-    """The queries' tile [BQ, BC] (zeros past C) times ``scale``, rounded to q's dtype, as the twin scales
-    the queries before the product. ``rows`` must be in bounds (callers clamp them to the last query)."""
+    """The queries' tile [BQ, BC] (zeros past C) times ``scale`` and log2 e, rounded to q's dtype (as the
+    twin scales the queries before the product), so that the product gives logits in log2 units.
+    ``rows`` must be in bounds (callers clamp them to the last query)."""
     q = channel_tile(q_ptr, q_st, z1, z2, z3, rows, rows, offs_c, C, False, EVEN_C)
-    return (q.to(tl.float32) * scale).to(q.dtype)
+    return (q.to(tl.float32) * (scale * LOG2E)).to(q.dtype)
 
 
 @triton.jit
-def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
-    """[1, BK] float32 logit offsets of a block of keys: 0 for a kept key, -1e9 for a key masked by a mask
-    that is the same for every query (``HAS_MASK``; one row of keys is read), -inf past LK.
+def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr, FULL: tl.constexpr = False):
+    """[1, BK] float32 logit offsets of a block of keys: 0 for a kept key, -1e9 (in log2 units, as every
+    logit in the kernels: times log2 e) for a key masked by a mask
+    that is the same for every query (``HAS_MASK``; one row of keys is read), -inf past LK, unless the
+    caller knows the block is ``FULL`` (every key in bounds: no checks, no selections).
 
     The kernels load these ahead of the block's product (one block ahead in the loops over keys, once
     for a fixed key block): added to the product, the offset becomes its accumulator's initial value, so
@@ -126,9 +132,11 @@ def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr):
     offset = tl.zeros([1, offs_k.shape[0]], tl.float32)
     if HAS_MASK:
         keys = m_ptr + lead_offset(m_st, z1, z2, z3) + offs_k[None, :] * m_st[4]
-        keep = tl.load(keys, mask=k_valid, other=0)
-        offset = tl.where(keep != 0, offset, -MASK_OFFSET)
-    return tl.where(k_valid, offset, float("-inf"))
+        keep = tl.load(keys) if FULL else tl.load(keys, mask=k_valid, other=0)
+        offset = tl.where(keep != 0, offset, -MASK_OFFSET_LOG2)
+    if not FULL:
+        offset = tl.where(k_valid, offset, float("-inf"))
+    return offset
 
 
 @triton.jit
@@ -175,8 +183,9 @@ def bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st,
 @triton.jit
 def scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK: tl.constexpr,
                 MASK_PER_KEY: tl.constexpr, PRECISION: tl.constexpr, FULL: tl.constexpr):
-    """float32 [BQ, BK] tile of q k^T (q already scaled) plus the masked-key offset; -inf past LK. The
-    logits are these plus the biases (:func:`add_biases`), read after this product is issued.
+    """float32 [BQ, BK] tile of q k^T (q already scaled, by log2 e too) plus the masked-key offset (in log2
+    units); -inf past LK. The logits are these plus the biases (:func:`add_biases`), read after this
+    product is issued.
 
     Query rows past LQ read the last query's mask (finite values, in rows never stored), so a
     [BQ, BK] mask tile needs bounds checks only on keys, and only in the last, partial, key block
@@ -190,7 +199,7 @@ def scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st,
     k_valid = offs_k < LK
     if HAS_MASK and not MASK_PER_KEY:
         keep = key_tile(m_ptr, m_st, z1, z2, z3, tl.minimum(offs_q, LQ - 1), offs_k, k_valid, FULL)
-        s = tl.where(keep != 0, s, s - MASK_OFFSET)
+        s = tl.where(keep != 0, s, s - MASK_OFFSET_LOG2)
         if not FULL:
             s = tl.where(k_valid[None, :], s, float("-inf"))
     elif HAS_MASK or not FULL:
@@ -200,14 +209,20 @@ def scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st,
 
 @triton.jit
 def add_biases(s, biases, NUM_BIAS: tl.constexpr):
-    """Logits: the scores tile ``s`` (:func:`scores_tile`) plus each bias tile (:func:`bias_tiles`) in
-    order, in float32, as the PyTorch twin adds them (-inf past LK stays -inf: the tiles are 0 there)."""
+    """Logits in log2 units: the scores tile ``s`` (:func:`scores_tile`) plus each bias tile
+    (:func:`bias_tiles`) times log2 e (one fused multiply-add each) in order, in float32, as the PyTorch
+    twin adds them (-inf past LK stays -inf: the tiles are 0 there).
+
+    Logits in log2 units make each softmax weight ``2^(logit - row maximum)``: the exponential's scaling
+    is folded into q's scale and these additions. The subtraction is exact for logits near the maximum
+    at any magnitude (a row whose every key is masked, logits near -1e9), which scaling after it would
+    not make cheaper."""
     if NUM_BIAS >= 1:
-        s += biases[0]
+        s += biases[0] * LOG2E
     if NUM_BIAS >= 2:
-        s += biases[1]
+        s += biases[1] * LOG2E
     if NUM_BIAS >= 3:
-        s += biases[2]
+        s += biases[2] * LOG2E
     return s
 
 
@@ -228,7 +243,8 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
               NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
               BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
               PRECISION: tl.constexpr, FULL: tl.constexpr, b0_row, BIAS_TMA: tl.constexpr):
-    """One key block of the online softmax: the updated (row maximum, normaliser, accumulator)."""
+    """One key block of the online softmax: the updated (row maximum in log2 units, normaliser,
+    accumulator)."""
     offs_k = start + tl.arange(0, BLOCK_K)
     k_valid = offs_k < LK
     k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
@@ -238,8 +254,8 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
     s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
                                  b2_st, NUM_BIAS, FULL, b0_row, start, BIAS_TMA, False), NUM_BIAS)
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = exp(m_i - m_new, FAST_EXP)
-    p = exp(s - m_new[:, None], FAST_EXP)
+    alpha = exp2(m_i - m_new, FAST_EXP)
+    p = exp2(s - m_new[:, None], FAST_EXP)
     l_i = l_i * alpha + tl.sum(p, 1)
     v = channel_tile(v_ptr, v_st, z1, z2, z3, offs_k, k_valid, offs_cv, CV, not FULL, EVEN_C)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
@@ -286,7 +302,7 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
     if SAVE_STATS:
         stats_offsets = lead_offset(stats_st, z1, z2, z3) + offs_q * stats_st[3]
         tl.store(stats_ptr + stats_offsets, m_i, mask=q_valid)
-        tl.store(stats_ptr + stats_offsets + stats_st[4], tl.log(l_i), mask=q_valid)
+        tl.store(stats_ptr + stats_offsets + stats_st[4], tl.log2(l_i), mask=q_valid)
     if HAS_GATE:
         gate = load_tile(g_ptr, g_st, z1, z2, z3, offs_q, offs_cv, out_valid).to(tl.float32)
         acc = acc * tl.sigmoid(gate)
@@ -413,8 +429,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases:
     -------
     tuple of torch.Tensor
         ``out`` [*, H, Q, c_v] in v's dtype, and when ``save_stats`` the row statistics ``[*, H, Q, 2]``
-        (float32 maximum logit and log of the softmax normaliser, kept apart so that a fully masked
-        row keeps its normaliser), else an empty tensor.
+        (float32, in log2 units: the maximum logit times log2 e and the base-2 log of the softmax
+        normaliser, kept apart so that a fully masked row keeps its normaliser), else an empty tensor.
     """
     ops = Operands(q, k, v, biases, mask, gate)
     lead3 = ops.canon.lead

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from fastfold.kernels.triton_attention import (
+    LOG2E,
     MAX_BIASES,
     NO_STRIDES,
     Operands,
@@ -34,7 +35,7 @@ from fastfold.kernels.triton_attention import (
     bias_tiles,
     channel_blocks,
     channel_tile,
-    exp,
+    exp2,
     grid_over,
     key_offsets,
     launch_tiled,
@@ -51,8 +52,8 @@ from fastfold.kernels.tuning import TiledKernel, cdiv
 
 @triton.jit
 def _row_stats(stats_ptr, stats_st, d_ptr, d_st, z1, z2, z3, offs_q, LQ):
-    """(row maximum, log-normaliser, delta) [BQ] of queries ``offs_q``; past LQ a +inf maximum (zero
-    probability) and no memory read.
+    """(row maximum, log-normaliser, delta) [BQ] of queries ``offs_q``, the first two in log2 units (as
+    the kernels' logits); past LQ a +inf maximum (zero probability) and no memory read.
 
     The row maximum and log-normaliser are kept apart: their sum loses the normaliser to rounding in
     a fully masked row (logits near -1e9). The kernels load these ahead of the products that need them
@@ -73,7 +74,7 @@ def _softmax_grad(s, dp, stats, FAST_EXP: tl.constexpr, TRANS: tl.constexpr):
         row_max, log_norm, delta = stats[0][None, :], stats[1][None, :], stats[2][None, :]
     else:
         row_max, log_norm, delta = stats[0][:, None], stats[1][:, None], stats[2][:, None]
-    p = exp((s - row_max) - log_norm, FAST_EXP)
+    p = exp2((s - row_max) - log_norm, FAST_EXP)
     return p, p * (dp - delta)
 
 
@@ -137,7 +138,7 @@ def _bwd_kv_loop(k_op, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, L
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             p, ds = _softmax_grad(s, dp, block_stats, FAST_EXP, False)
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)  # q scaled: no c^-1/2 after
+            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
     return dk, dv
 
 
@@ -181,7 +182,8 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
                               m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, NUM_BIAS, HAS_MASK,
                               MASK_PER_KEY, BLOCK_Q, EVEN_C, FAST_EXP, PRECISION, False, b0_row, kb * BLOCK_K,
                               BIAS_TMA, KEY_MAJOR)
-    store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk, valid)
+    # q was scaled by c^-1/2 log2 e (query_tile): dS^T q is dK times log2 e
+    store_tile(dk_ptr, dk_st, z1, z2, z3, offs_k, offs_c, dk / LOG2E, valid)
     store_tile(dv_ptr, dv_st, z1, z2, z3, offs_k, offs_cv, dv, valid_v)
 
 
@@ -292,9 +294,9 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
         block_offset, block_offset_b = offset, offset_b
         if per_key:  # the next block's offsets, loaded one step ahead
             next_keys = (kb + 1) % n_full * BLOCK_K + keys
-            offset = key_offsets(m_ptr, m_st, z1, z2, z3, next_keys, LK, True)
+            offset = key_offsets(m_ptr, m_st, z1, z2, z3, next_keys, LK, True, True)
             if ROWS == 2:
-                offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, next_keys, LK, True)
+                offset_b = key_offsets(m_ptr, m_st, z1, z2_b, z3, next_keys, LK, True, True)
         dq, dq_b = _bwd_q_block(q, do, dq, stats, block_offset, q_b, do_b, dq_b, stats_b, block_offset_b,
                                 weight_b, z2_b, b0_row, kb,
                                 z1, z2, z3, offs_q, offs_c, offs_cv, LQ, LK, C, CV, k_ptr, k_st, v_ptr, v_st,
