@@ -310,11 +310,13 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, 
 
 
 # Tile settings (BLOCK_Q, BLOCK_K, num_warps, num_stages) of the forward kernel on a GPU (16-bit operands,
-# or float32 with TF32 products); the fastest is kept per problem. From a sweep of fixed tiles on an H100
-# (bf16, N 384-768, c 32): 64 x 64 with 3 stages beat every larger tile, and with 2 warps (Ampere-style
-# MMA) it was fastest (2.12 ms at MSA 512 x 768 against 2.27 with 4 warps and 2.37-2.49 for the previous
-# set's tiles).
-FWD_TILES = [(64, 64, 2, 3), (64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 4, 3), (128, 128, 4, 2)]
+# or float32 with TF32 products); the fastest is kept per problem. From sweeps of fixed tiles on an H100
+# (bf16; fourteenth session, forward ms with the first bias through TMA): 128 x 128 / 4 warps / 2 stages
+# is best at head size 32 (MSA 512 x 768 1.79, triangle 768 1.39, MSA 512 x 384 0.56; 64 x 64 / 2 warps
+# next, 1.90 / 1.44 / 0.58), 128 x 32 / 4 warps at head size 8 (extra-MSA 1024 x 384 1.08 against 1.17).
+# 8 warps, 256-query tiles and 4 stages were slower.
+FWD_TILES = [(64, 64, 2, 3), (64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 4, 3), (128, 128, 4, 2),
+             (128, 32, 4, 3)]
 _fwd_tiled = TiledKernel(_fwd_kernel, FWD_TILES)
 FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
 INTERPRETER_TILES = (16, 16)
