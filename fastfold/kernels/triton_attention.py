@@ -17,6 +17,7 @@ to use TMA) from a small set by timing, once per problem (:class:`~fastfold.kern
 float32 operands (exact "ieee" dots) and the interpreter use fixed tiles.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -29,12 +30,12 @@ from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
 from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
 
-MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
 MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
+MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
 NO_STRIDES = (0, 0, 0, 0, 0)
-LOG2E = tl.constexpr(1.4426950408889634)
+LOG2E = tl.constexpr(math.log2(math.e))
 # the kernels form the logits in log2 units (times log2 e): softmax weights are then 2^(logit - row maximum)
-MASK_OFFSET_LOG2 = tl.constexpr(MASKED_LOGIT_OFFSET * 1.4426950408889634)
+MASK_OFFSET_LOG2 = tl.constexpr(MASKED_LOGIT_OFFSET * math.log2(math.e))
 
 
 @triton.jit
@@ -120,10 +121,10 @@ def query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C: tl.const
 
 @triton.jit
 def key_offsets(m_ptr, m_st, z1, z2, z3, offs_k, LK, HAS_MASK: tl.constexpr, FULL: tl.constexpr = False):
-    """[1, BK] float32 logit offsets of a block of keys: 0 for a kept key, -1e9 (in log2 units, as every
-    logit in the kernels: times log2 e) for a key masked by a mask
-    that is the same for every query (``HAS_MASK``; one row of keys is read), -inf past LK, unless the
-    caller knows the block is ``FULL`` (every key in bounds: no checks, no selections).
+    """[1, BK] float32 logit offsets of a block of keys, in log2 units as every logit in the kernels: 0 for
+    a kept key, -1e9 log2 e for a key masked by a mask that is the same for every query (``HAS_MASK``; one
+    row of keys is read), -inf past LK unless the caller knows the block is ``FULL`` (every key in
+    bounds: no checks, no selections).
 
     The kernels load these ahead of the block's product (one block ahead in the loops over keys, once
     for a fixed key block): added to the product, the offset becomes its accumulator's initial value, so
@@ -214,9 +215,10 @@ def add_biases(s, biases, NUM_BIAS: tl.constexpr):
     twin adds them (-inf past LK stays -inf: the tiles are 0 there).
 
     Logits in log2 units make each softmax weight ``2^(logit - row maximum)``: the exponential's scaling
-    is folded into q's scale and these additions. The subtraction is exact for logits near the maximum
-    at any magnitude (a row whose every key is masked, logits near -1e9), which scaling after it would
-    not make cheaper."""
+    is folded into q's scale and these additions. Scaling after the subtraction would cost a multiply
+    per logit; one fused multiply-add of natural-unit logits (``s log2 e - max log2 e``) would carry the
+    rounding error of ``max log2 e`` into every weight of a fully masked row (logits near -1e9), where
+    this subtraction is exact."""
     if NUM_BIAS >= 1:
         s += biases[0] * LOG2E
     if NUM_BIAS >= 2:
