@@ -136,6 +136,25 @@ def check_attention_no_grad() -> None:
         _close("forward", kernels.attention(q, k, v, [bias]), attention_torch(q, k, v, [bias]))
 
 
+def check_attention_far_logits() -> None:
+    """A row whose every key is masked and whose bias is -1e9 as well: logits near -2e9 (float32 spacing
+    256, 512 in the kernels' log2 units), where the twin gives exactly uniform weights; the kernels
+    subtract the row maximum exactly at any magnitude, so they do too (finite, forward and gradients)."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels.attention import attention_torch
+
+    q, k, v = _leaf(1, 3, 2, 19, 8), _leaf(1, 3, 2, 19, 8), _leaf(1, 3, 2, 19, 8)
+    bias = torch.randn(1, 3, 1, 19, 19)
+    bias[0, 0] -= 1e9
+    mask = torch.rand(1, 3, 1, 1, 19) > 0.3
+    mask[0, 0] = False
+    _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]], mask),
+             lambda *t: attention_torch(t[0], t[1], t[2], [t[3]], mask),
+             (q, k, v, bias.requires_grad_()), ["q", "k", "v", "bias"])
+
+
 def check_softmax() -> None:
     """softmax(x, bias, mask): bias broadcast over rows, mask over heads and queries, a fully masked row."""
     import torch
@@ -195,6 +214,10 @@ def test_attention_shapes():
 
 def test_attention_no_grad():
     _run_check("check_attention_no_grad")
+
+
+def test_attention_far_logits():
+    _run_check("check_attention_far_logits")
 
 
 def test_softmax():
