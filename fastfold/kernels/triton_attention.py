@@ -30,7 +30,6 @@ from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
 from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
 
-MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
 NO_STRIDES = (0, 0, 0, 0, 0)
 LOG2E = tl.constexpr(math.log2(math.e))

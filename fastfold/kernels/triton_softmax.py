@@ -11,9 +11,12 @@ import torch
 import triton
 import triton.language as tl
 
-from fastfold.kernels.triton_attention import MASK_OFFSET, load_tile, split_pid, store_tile
+from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
+from fastfold.kernels.triton_attention import load_tile, split_pid, store_tile
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout
 from fastfold.kernels.tuning import cdiv, next_power_of_2
+
+MASK_OFFSET = tl.constexpr(MASKED_LOGIT_OFFSET)
 
 MAX_ROW = 32768  # longest row held in one tile
 
