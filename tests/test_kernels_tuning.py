@@ -4,6 +4,7 @@ The timing itself needs a GPU; here a stand-in kernel and stand-in timings check
 the launch that counts: accumulators zeroed, overwritten inputs restored, the fastest setting kept.
 """
 
+import logging
 import types
 
 import pytest
@@ -63,6 +64,21 @@ def test_first_launch_times_every_setting_and_runs_the_fastest_once(monkeypatch)
     tiled.launch(grid, "key", acc, source, zero=[acc], restore=[source])  # chosen: no timing, nothing reset
     assert len(kernel.launches) == 2 * len(TILES) + 2
     torch.testing.assert_close(acc, 3 * torch.arange(5.0), rtol=0, atol=0)
+
+
+def test_each_choice_logs_every_setting_fastest_first(monkeypatch, caplog):
+    kernel = _AccumulatingKernel()
+    monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: 1.0, 128: 3.0}))
+    tiled = tuning.TiledKernel(kernel, TILES)
+    acc, source = torch.zeros(5), torch.arange(5.0)
+    with caplog.at_level(logging.DEBUG, logger="fastfold.kernels.tuning"):
+        tiled.launch(lambda settings: (1,), "key", acc, source)
+        tiled.launch(lambda settings: (1,), "key", acc, source)  # chosen: nothing timed, nothing logged
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.startswith(f"{kernel.fn.__name__} for key, fastest first: ")
+    times = [float(part.split(" ms ")[0]) for part in message.split(": ", 1)[1].split("; ")]
+    assert times == [1.0, 2.0, 3.0]
 
 
 def test_settings_that_do_not_fit_are_skipped(monkeypatch):

@@ -6,13 +6,20 @@ kernels of a small attention take, and an attention's forward and backward launc
 Here a launch after the first costs one dictionary lookup on a key the caller builds from what it knows
 decides the tiles. ``triton.cdiv`` and ``triton.next_power_of_2`` are Triton constexpr functions
 (3-8 us a call from the host); :func:`cdiv` and :func:`next_power_of_2` are plain Python.
+
+Every setting's time is logged at DEBUG level (logger ``fastfold.kernels.tuning``) when a choice is
+made: ``logging.basicConfig(level=logging.DEBUG)`` before the first launch shows what each choice
+won by, which is how tile sets are revised.
 """
 
+import logging
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from triton.runtime.errors import OutOfResources, PTXASError
 from triton.testing import do_bench
+
+_log = logging.getLogger(__name__)
 
 
 def cdiv(a: int, b: int) -> int:
@@ -79,11 +86,11 @@ class TiledKernel:
                     t.copy_(copy)
 
             candidates = [{**tile, **variant} for variant in variants for tile in self.tiles]
-            settings = self.chosen[key] = self._fastest(candidates, grid, args, kwargs, reset)
+            settings = self.chosen[key] = self._fastest(candidates, grid, args, kwargs, reset, key)
             reset()
         self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
 
-    def _fastest(self, candidates, grid, args, kwargs, reset) -> dict:
+    def _fastest(self, candidates, grid, args, kwargs, reset, key) -> dict:
         def trial(settings):
             reset()
             self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
@@ -97,4 +104,7 @@ class TiledKernel:
                 continue
         if not times:
             raise RuntimeError(f"no tile setting of {self.kernel.fn.__name__} fits this GPU: {candidates}")
-        return min(times, key=lambda t: t[0])[1]
+        times.sort(key=lambda t: t[0])
+        _log.debug("%s for %s, fastest first: %s", self.kernel.fn.__name__, key,
+                   "; ".join(f"{ms:.3f} ms {settings}" for ms, settings in times))
+        return times[0][1]
