@@ -228,6 +228,25 @@ def add_biases(s, biases, NUM_BIAS: tl.constexpr):
 
 
 @triton.jit
+def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st,
+                b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, b0_row, k_start,
+                NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                PRECISION: tl.constexpr, FULL: tl.constexpr, BIAS_TMA: tl.constexpr, TRANS: tl.constexpr):
+    """float32 logits tile in log2 units of queries ``offs_q`` and keys ``offs_k``: :func:`scores_tile`,
+    then the biases read after the product is issued (:func:`bias_tiles`, :func:`add_biases`). ``TRANS``:
+    key-major ([BK, BQ]; k and q^T passed as ``q`` and ``k_t``)."""
+    if TRANS:
+        s = scores_tile(q, k_t, offset, z1, z2, z3, offs_k, offs_q, LK, LQ, m_ptr, m_st, HAS_MASK,
+                        MASK_PER_KEY, PRECISION, FULL)
+    else:
+        s = scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK,
+                        MASK_PER_KEY, PRECISION, FULL)
+    biases = bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
+                        NUM_BIAS, FULL, b0_row, k_start, BIAS_TMA, TRANS)
+    return add_biases(s, biases, NUM_BIAS)
+
+
+@triton.jit
 def split_pid(pid, Z2, Z3, N_INNER):
     """Program id -> (z1, z2, z3, inner block), inner blocks fastest so neighbours share k/v in cache."""
     inner = pid % N_INNER
@@ -250,10 +269,9 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
     k_valid = offs_k < LK
     k_t = bounded_tile(k_ptr, (k_st[0], k_st[1], k_st[2], k_st[4], k_st[3]), z1, z2, z3, offs_c, offs_k,
                        offs_c < C, k_valid, not EVEN_C, not FULL)
-    s = scores_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK, MASK_PER_KEY,
-                    PRECISION, FULL)
-    s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
-                                 b2_st, NUM_BIAS, FULL, b0_row, start, BIAS_TMA, False), NUM_BIAS)
+    s = logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st, b1_ptr,
+                    b1_st, b2_ptr, b2_st, b0_row, start, NUM_BIAS, HAS_MASK, MASK_PER_KEY, PRECISION, FULL,
+                    BIAS_TMA, False)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = exp2(m_i - m_new, FAST_EXP)
     p = exp2(s - m_new[:, None], FAST_EXP)

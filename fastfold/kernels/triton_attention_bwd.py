@@ -41,6 +41,7 @@ from fastfold.kernels.triton_attention import (
     launch_tiled,
     lead_offset,
     load_tile,
+    logits_tile,
     query_tile,
     scores_tile,
     split_pid,
@@ -121,14 +122,12 @@ def _bwd_kv_loop(k_op, v, offset, dk, dv, z1, z2, z3, offs_k, offs_c, offs_cv, L
         q = query_tile(q_ptr, q_st, z1, z2, z3, rows, offs_c, C, scale, EVEN_C)
         do = channel_tile(do_ptr, do_st, z1, z2, z3, rows, rows, offs_cv, CV, False, EVEN_C)
         if KEY_MAJOR:
-            s = scores_tile(k_op, tl.trans(q), offset, z1, z2, z3, offs_k, offs_q, LK, LQ, m_ptr, m_st,
-                            HAS_MASK, MASK_PER_KEY, PRECISION, FULL)
+            q_op, k_op_t = k_op, tl.trans(q)
         else:
-            s = scores_tile(q, k_op, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, HAS_MASK,
-                            MASK_PER_KEY, PRECISION, FULL)
-        s = add_biases(s, bias_tiles(z1, z2, z3, offs_q, offs_k, LQ, LK, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr,
-                                     b2_st, NUM_BIAS, FULL, b0_row + start, k_start, BIAS_TMA, KEY_MAJOR),
-                       NUM_BIAS)
+            q_op, k_op_t = q, k_op
+        s = logits_tile(q_op, k_op_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st, b0_ptr, b0_st,
+                        b1_ptr, b1_st, b2_ptr, b2_st, b0_row + start, k_start, NUM_BIAS, HAS_MASK,
+                        MASK_PER_KEY, PRECISION, FULL, BIAS_TMA, KEY_MAJOR)
         if KEY_MAJOR:
             dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
             p, ds = _softmax_grad(s, dp, block_stats, FAST_EXP, True)
