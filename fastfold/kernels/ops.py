@@ -26,7 +26,7 @@ from fastfold.kernels.triangle_multiplication import (
 )
 
 _IMPLEMENTATIONS = {}  # custom op -> the function it wraps, which eager calls run directly
-_AUTOGRAD = {}  # custom op -> (setup_context, backward), for _Eager
+_AUTOGRAD = {}  # custom op -> (setup_context, backward, materialize_grads), for _Eager
 
 
 def _custom_op(name: str, impl):
@@ -36,10 +36,14 @@ def _custom_op(name: str, impl):
     return op
 
 
-def _register(op, backward, setup) -> None:
-    """Register ``op``'s autograd (used under torch.compile) and keep it for eager mode (:class:`_Eager`)."""
+def _register(op, backward, setup, materialize_grads: bool = True) -> None:
+    """Register ``op``'s autograd (used under torch.compile) and keep it for eager mode (:class:`_Eager`).
+
+    ``materialize_grads=False``: in eager mode the backward gets ``None``, not a tensor of zeros, for
+    outputs without a gradient; for ops whose public function hands out only the first output and whose
+    backward ignores the others' gradients (the statistics kept for it), saving a zero fill per call."""
     op.register_autograd(backward, setup_context=setup)
-    _AUTOGRAD[op] = (setup, backward)
+    _AUTOGRAD[op] = (setup, backward, materialize_grads)
 
 
 def _call(op, *args, grad: bool):
@@ -70,7 +74,9 @@ class _Eager(torch.autograd.Function):
         leaves = iter(flat)
         args = [next(leaves) if length < 0 else [next(leaves) for _ in range(length)] for length in lengths]
         output = _IMPLEMENTATIONS[op](*args)
-        _AUTOGRAD[op][0](ctx, tuple(args), output)  # the op's setup_context
+        setup, _, materialize = _AUTOGRAD[op]
+        setup(ctx, tuple(args), output)
+        ctx.set_materialize_grads(materialize)
         ctx.eager, ctx.op, ctx.lengths = True, op, lengths
         return output
 
@@ -137,7 +143,7 @@ def _attention_backward(ctx, grad_out, _grad_stats):
     return dq, dk, dv, dbiases, None, dgate, None
 
 
-_register(_attention_fwd, _attention_backward, _attention_setup)
+_register(_attention_fwd, _attention_backward, _attention_setup, materialize_grads=False)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, biases=(), mask: Tensor | None = None,
@@ -254,7 +260,7 @@ def _layer_norm_backward(ctx, grad_y, _grad_mean, _grad_rstd):
     return dx, dweight, dbias.to(ctx.bias_dtype), None
 
 
-_register(_layer_norm_fwd, _layer_norm_backward, _layer_norm_setup)
+_register(_layer_norm_fwd, _layer_norm_backward, _layer_norm_setup, materialize_grads=False)
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:

@@ -26,6 +26,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from fastfold.kernels.launch import launch
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
 from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
@@ -354,7 +355,7 @@ def launch_tiled(q: torch.Tensor, tiled: TiledKernel, grid, key, *args, variants
     else:
         tiled.launch(grid, key, *args, variants=variants, zero=zero, restore=restore, **kwargs)
         return
-    tiled.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
+    launch(tiled.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.launch import launch
 from fastfold.kernels.triton_attention import (
     LOG2E,
     MAX_BIASES,
@@ -400,7 +401,8 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         do_pre = dq if fits else torch.empty_like(dout, dtype=q.dtype)
     gate_args = (ops.gate, ops.gate_st, dgate, dgate.stride()) if has_gate else (dout, NO_STRIDES) * 2
     blocks = channel_blocks(q, ops.C, ops.CV)
-    _bwd_pre_kernel[(n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),)](
+    launch(
+        _bwd_pre_kernel, (n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),),
         dout, out, gate_args[0], do_pre, gate_args[2], delta, dout.stride(), out.stride(), gate_args[1],
         do_pre.stride(), gate_args[3], d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate,
         BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])

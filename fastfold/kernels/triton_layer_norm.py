@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.launch import launch
 from fastfold.kernels.tuning import cdiv, next_power_of_2
 
 
@@ -106,7 +107,8 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty(n, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     block_r, block_c = _row_block(c)
-    _ln_fwd_kernel[(cdiv(n, block_r),)](
+    launch(
+        _ln_fwd_kernel, (cdiv(n, block_r),),
         x3, weight.contiguous(), bias.contiguous(), y, mean, rstd, n, c, *strides, eps,
         BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4 if block_r * block_c <= 2048 else 8)
     return y, mean, rstd
@@ -130,7 +132,8 @@ def layer_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     dx = x.new_empty(x.shape)  # contiguous
     dw = torch.empty(programs, c, device=x.device, dtype=torch.float32)
     db = torch.empty_like(dw)
-    _ln_bwd_kernel[(programs,)](
+    launch(
+        _ln_bwd_kernel, (programs,),
         dy, x3, weight.contiguous(), mean, rstd, dx, dw, db, n, c, *strides, rows_per_program,
         BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4 if block_r * block_c <= 2048 else 8)
     return dx, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)

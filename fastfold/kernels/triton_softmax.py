@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.launch import launch
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
 from fastfold.kernels.triton_attention import load_tile, split_pid, store_tile
 from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout
@@ -77,7 +78,8 @@ def softmax_forward(x: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tens
     z1, z2, z3, rows = canon.lead
     y = torch.empty(*canon.lead, k, device=x.device, dtype=x.dtype)
     block_r, block_k = _row_blocks(k)
-    _softmax_fwd_kernel[(z1 * z2 * z3 * cdiv(rows, block_r),)](
+    launch(
+        _softmax_fwd_kernel, (z1 * z2 * z3 * cdiv(rows, block_r),),
         x_c, b_c, m_c, y, x_st, b_st, m_st, y.stride(),
         z2, z3, rows, k, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         BLOCK_R=block_r, BLOCK_K=block_k)
@@ -91,5 +93,5 @@ def softmax_backward(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dx = torch.empty_like(y)
     n = y.numel() // k
     block_r, block_k = _row_blocks(k)
-    _softmax_bwd_kernel[(cdiv(n, block_r),)](dy, y, dx, n, k, BLOCK_R=block_r, BLOCK_K=block_k)
+    launch(_softmax_bwd_kernel, (cdiv(n, block_r),), dy, y, dx, n, k, BLOCK_R=block_r, BLOCK_K=block_k)
     return dx

@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastfold.kernels.launch import launch
 from fastfold.kernels.operands import converted
 from fastfold.kernels.triangle_multiplication import TriangleOutputWeights, TriangleProjectionWeights
 from fastfold.kernels.triton_layout import dot_precision
@@ -330,7 +331,8 @@ def projections_forward(pair: torch.Tensor, mask: torch.Tensor, weights: Triangl
     gate = torch.empty_like(x) if "gate" in parts else None
     cfg = _launch(pair, GPU_PROJECT)
     scratch = next(t for t in (left, right, gate) if t is not None)  # a pointer for the outputs not made
-    _projections_kernel[(cdiv(x.shape[0], cfg["BLOCK_M"]),)](
+    launch(
+        _projections_kernel, (cdiv(x.shape[0], cfg["BLOCK_M"]),),
         x, _flat_mask(mask, pair), *_dot_operands(weights, pair.dtype, transposed=True), *(
             t if t is not None else scratch for t in (left, right, gate)), x.shape[0], ni * nj, cz, ci, EPS,
         LEFT=left is not None, RIGHT=right is not None, GATE=gate is not None, BLOCK_CZ=_width(cz), **cfg)
@@ -355,7 +357,8 @@ def projections_backward(grad_left: torch.Tensor, grad_right: torch.Tensor, grad
     cfg = _launch(pair, GPU_PROJECT_BWD)
     blocks = cdiv(x.shape[0], cfg["BLOCK_M"])
     sums = x.new_empty(blocks, 4 * ci + 3 * cz, dtype=torch.float32)
-    _projections_bwd_kernel[(blocks,)](
+    launch(
+        _projections_bwd_kernel, (blocks,),
         x, _flat_mask(mask, pair), grad_left.contiguous(), grad_right.contiguous(), dgate,
         *_dot_operands(weights, pair.dtype), act, dpre, dx, sums, x.shape[0], ni * nj, cz, ci, EPS,
         BLOCK_CZ=_width(cz), **cfg)
@@ -387,7 +390,8 @@ def output_forward(product: torch.Tensor, gate: torch.Tensor, weights: TriangleO
     g = gate.contiguous().view(-1, cz)
     out = product.new_empty(*lead, ni, nj, cz)
     cfg = _launch(product, GPU_OUTPUT)
-    _output_kernel[(cdiv(g.shape[0], cfg["BLOCK_M"]),)](
+    launch(
+        _output_kernel, (cdiv(g.shape[0], cfg["BLOCK_M"]),),
         p, a, g, *_dot_operands(weights, product.dtype, transposed=True), out, g.shape[0], ni * nj, cz, ci,
         *p.stride(), 0 if addends is None else len(addends), *a.stride(), EPS, BLOCK_CZ=_width(cz),
         BLOCK_CI=_width(ci), **cfg)
@@ -413,7 +417,8 @@ def output_backward(grad: torch.Tensor, product: torch.Tensor, gate: torch.Tenso
     cfg = _launch(product, GPU_OUTPUT_BWD)
     blocks = cdiv(g.shape[0], cfg["BLOCK_M"])
     sums = g.new_empty(blocks, 2 * ci + cz, dtype=torch.float32)
-    _output_bwd_kernel[(blocks,)](
+    launch(
+        _output_bwd_kernel, (blocks,),
         p, g, grad.contiguous(), *_dot_operands(weights, product.dtype), centred, dproj, dp, dg, sums,
         g.shape[0], ni * nj, cz, ci, *p.stride(), EPS, BLOCK_CZ=_width(cz), BLOCK_CI=_width(ci), **cfg)
     dscale, doffset, dbias = sums.sum(0).split([ci, ci, cz])

@@ -19,6 +19,8 @@ import torch
 from triton.runtime.errors import OutOfResources, PTXASError
 from triton.testing import do_bench
 
+from fastfold.kernels.launch import launch
+
 _log = logging.getLogger(__name__)
 
 
@@ -88,12 +90,12 @@ class TiledKernel:
             candidates = [{**tile, **variant} for variant in variants for tile in self.tiles]
             settings = self.chosen[key] = self._fastest(candidates, grid, args, kwargs, reset, key)
             reset()
-        self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
+        launch(self.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
 
     def _fastest(self, candidates, grid, args, kwargs, reset, key) -> dict:
         def trial(settings):
             reset()
-            self.kernel[grid(settings)](*resolved(args, settings), **kwargs, **settings)
+            launch(self.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
 
         times = []
         for settings in candidates:
