@@ -66,7 +66,7 @@ def test_first_launch_compiles_then_the_launcher_runs_with_every_parameter_in_or
 
 
 @pytest.mark.parametrize("change", ["alignment", "dtype", "int", "strides", "keyword", "device"])
-def test_a_launch_that_may_specialise_differently_goes_through_the_jit(kernel, change, monkeypatch):
+def test_a_launch_that_may_specialise_differently_goes_through_the_jit(kernel, change):
     x = torch.zeros(64, dtype=torch.bfloat16)
     args, kwargs = [x, (8, 1), 100, 0.5], dict(FLAG=True)
     launching.launch(kernel, (1,), *args, **kwargs)
