@@ -155,6 +155,41 @@ def check_attention_far_logits() -> None:
              (q, k, v, bias.requires_grad_()), ["q", "k", "v", "bias"])
 
 
+def check_attention_plans() -> None:
+    """Calls of one geometry reuse its plans (forward, backward), each with its own tensors; operands whose
+    leading dimensions do not fold into three are copied at every call; a bias 4 bytes past a 16-byte
+    boundary (no TMA descriptor) gets plans of its own."""
+    import torch
+
+    from fastfold import kernels
+    from fastfold.kernels import triton_attention, triton_attention_bwd
+    from fastfold.kernels.attention import attention_torch
+
+    def plans():
+        return len(triton_attention._forward_plans), len(triton_attention_bwd._backward_plans)
+
+    def compare(lead, bias_lead, bias=None):
+        q, k, v, gate = (_leaf(*lead, 19, 8) for _ in range(4))
+        bias = _leaf(*bias_lead, 19, 19) if bias is None else bias
+        mask = torch.rand(*lead[:-1], 1, 1, 19) > 0.3
+        _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]], mask, t[4]),
+                 lambda *t: attention_torch(t[0], t[1], t[2], [t[3]], mask, t[4]),
+                 (q, k, v, bias, gate), ["q", "k", "v", "bias", "gate"])
+
+    before = plans()
+    for _ in range(3):
+        compare((1, 3, 2), (1, 1, 2))
+    assert plans() == (before[0] + 1, before[1] + 1), (before, plans())
+    # leading [2, 3, 2, 2], the bias shared by the first and third: four groups, copied at every call
+    for _ in range(2):
+        compare((2, 3, 2, 2), (1, 3, 1, 2))
+    assert plans() == (before[0] + 2, before[1] + 2), (before, plans())
+    assert [plan.ops.copies != [] for plan in triton_attention._forward_plans.values()][-1]
+    storage = torch.randn(2 * 19 * 19 + 1, requires_grad=True)
+    compare((1, 3, 2), (1, 1, 2), storage[1:].view(1, 1, 2, 19, 19))
+    assert plans() == (before[0] + 3, before[1] + 3), (before, plans())
+
+
 def check_softmax() -> None:
     """softmax(x, bias, mask): bias broadcast over rows, mask over heads and queries, a fully masked row."""
     import torch
@@ -218,6 +253,10 @@ def test_attention_no_grad():
 
 def test_attention_far_logits():
     _run_check("check_attention_far_logits")
+
+
+def test_attention_plans():
+    _run_check("check_attention_plans")
 
 
 def test_softmax():

@@ -116,3 +116,39 @@ def test_other_kernels_and_versions_launch_as_written(kernel, monkeypatch):
     for _ in range(2):
         launching.launch(kernel, (1,), x, (8, 1), 100, 0.5, FLAG=True)
     assert len(kernel.jit_launches) == 2 and kernel.compiled.calls == []
+
+
+def test_a_planned_launch_fills_its_slots_from_each_call(kernel):
+    """The first call through the JIT, later ones through the launcher: each with its own tensors (a slot
+    may make a view of its value), the constants and BLOCK's default in order."""
+    double = launching.Slot(1, lambda t: t[::2])
+    planned = launching.Planned(kernel, (5,), [launching.Slot(0), (8, 1), 100, double], dict(FLAG=True))
+    first = [torch.zeros(64, dtype=torch.bfloat16), torch.arange(8.0)]
+    planned(first)
+    ((grid, args, kwargs),) = kernel.jit_launches
+    assert grid == (5,) and args[0] is first[0] and args[1:3] == ((8, 1), 100) and kwargs == dict(FLAG=True)
+    torch.testing.assert_close(args[3], first[1][::2])
+    second = [torch.ones(64, dtype=torch.bfloat16), torch.arange(8.0, 16.0)]
+    planned(second)
+    (call,) = kernel.compiled.calls
+    assert call[:9] == (5, 1, 1, 80, "function-handle", "packed-metadata", None, None, None)
+    assert call[9] is second[0] and call[10:12] == ((8, 1), 100) and call[13:] == (True, 16)
+    torch.testing.assert_close(call[12], second[1][::2])
+    assert len(kernel.jit_launches) == 1
+
+
+def test_a_planned_launch_compiles_per_device_and_takes_the_jit_with_hooks(kernel, monkeypatch):
+    planned = launching.Planned(kernel, (1,), [launching.Slot(0), (8, 1), 100, 0.5], dict(FLAG=True))
+    values = [torch.zeros(64, dtype=torch.bfloat16)]
+    planned(values)
+    launching.driver.active.get_current_device = lambda: 0
+    planned(values)  # another device: compiled there first
+    assert len(kernel.jit_launches) == 2 and kernel.compiled.calls == []
+    monkeypatch.setattr(launching.knobs.runtime, "launch_enter_hook", lambda metadata: None)
+    planned(values)
+    assert len(kernel.jit_launches) == 3 and kernel.compiled.calls == []
+
+
+def test_a_plan_keeps_no_tensor(kernel):
+    with pytest.raises(TypeError, match="Slots"):
+        launching.Planned(kernel, (1,), [torch.zeros(4), (8, 1), 100, 0.5], dict(FLAG=True))

@@ -13,6 +13,7 @@ import triton
 from triton.runtime.errors import OutOfResources
 
 from fastfold.kernels import tuning
+from fastfold.kernels.launch import Slot
 
 TILES = [(64, 64, 2, 3), (32, 64, 4, 3), (128, 64, 4, 2)]
 
@@ -48,22 +49,21 @@ def _timer(kernel, times):
     return do_bench
 
 
-def test_first_launch_times_every_setting_and_runs_the_fastest_once(monkeypatch):
+def test_first_choice_times_every_setting_and_leaves_the_arguments_as_found(monkeypatch):
     kernel = _AccumulatingKernel()
     monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: 1.0, 128: 3.0}))
     tiled = tuning.TiledKernel(kernel, TILES)
     acc, source = torch.zeros(5), torch.arange(5.0)
     grid = lambda settings: (tuning.cdiv(100, settings["BLOCK_Q"]),)  # noqa: E731
-    tiled.launch(grid, "key", acc, source, zero=[acc], restore=[source])
-    torch.testing.assert_close(acc, torch.arange(5.0), rtol=0, atol=0)  # as if it ran once
-    torch.testing.assert_close(source, 2 * torch.arange(5.0), rtol=0, atol=0)
-    assert tiled.chosen["key"] == dict(BLOCK_Q=32, BLOCK_K=64, num_warps=4, num_stages=3)
-    assert kernel.launches[-1] == ((4,), tiled.chosen["key"])
-    assert len(kernel.launches) == 2 * len(TILES) + 1
+    settings = tiled.choose(grid, "key", lambda s: [acc, source], zero=[acc], restore=[source])
+    torch.testing.assert_close(acc, torch.zeros(5), rtol=0, atol=0)  # as if the kernel had not run
+    torch.testing.assert_close(source, torch.arange(5.0), rtol=0, atol=0)
+    assert settings == tiled.chosen["key"] == dict(BLOCK_Q=32, BLOCK_K=64, num_warps=4, num_stages=3)
+    assert {launch[0] for launch in kernel.launches} == {(2,), (4,), (1,)}  # each setting's own grid
+    assert len(kernel.launches) == 2 * len(TILES)
 
-    tiled.launch(grid, "key", acc, source, zero=[acc], restore=[source])  # chosen: no timing, nothing reset
-    assert len(kernel.launches) == 2 * len(TILES) + 2
-    torch.testing.assert_close(acc, 3 * torch.arange(5.0), rtol=0, atol=0)
+    assert tiled.choose(grid, "key", lambda s: [acc, source], zero=[acc]) == settings  # chosen: no timing
+    assert len(kernel.launches) == 2 * len(TILES)
 
 
 def test_each_choice_logs_every_setting_fastest_first(monkeypatch, caplog):
@@ -72,8 +72,8 @@ def test_each_choice_logs_every_setting_fastest_first(monkeypatch, caplog):
     tiled = tuning.TiledKernel(kernel, TILES)
     acc, source = torch.zeros(5), torch.arange(5.0)
     with caplog.at_level(logging.DEBUG, logger="fastfold.kernels.tuning"):
-        tiled.launch(lambda settings: (1,), "key", acc, source)
-        tiled.launch(lambda settings: (1,), "key", acc, source)  # chosen: nothing timed, nothing logged
+        tiled.choose(lambda settings: (1,), "key", lambda s: [acc, source])
+        tiled.choose(lambda settings: (1,), "key", lambda s: [acc, source])  # chosen: nothing logged
     (record,) = caplog.records
     message = record.getMessage()
     assert message.startswith(f"{kernel.fn.__name__} for key, fastest first: ")
@@ -86,18 +86,18 @@ def test_settings_that_do_not_fit_are_skipped(monkeypatch):
     too_big = OutOfResources(300000, 232448, "shared memory")
     monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: too_big, 128: 3.0}))
     tiled = tuning.TiledKernel(kernel, TILES)
-    tiled.launch(lambda s: (1,), ("n", 7), torch.zeros(1), torch.ones(1))
-    assert tiled.chosen[("n", 7)]["BLOCK_Q"] == 64
+    arguments = [torch.zeros(1), torch.ones(1)]
+    assert tiled.choose(lambda s: (1,), ("n", 7), lambda s: arguments)["BLOCK_Q"] == 64
 
     kernel = _AccumulatingKernel()
     monkeypatch.setattr(tuning, "do_bench", _timer(kernel, dict.fromkeys((64, 32, 128), too_big)))
     with pytest.raises(RuntimeError, match="no tile setting of accumulating fits"):
-        tuning.TiledKernel(kernel, TILES).launch(lambda s: (1,), "k", torch.zeros(1), torch.ones(1))
+        tuning.TiledKernel(kernel, TILES).choose(lambda s: (1,), "k", lambda s: arguments)
 
 
 def test_variants_are_timed_with_every_tile_and_per_tiles_arguments_follow_them(monkeypatch):
-    """Each tile combined with each variant is a candidate; a PerTiles argument is made for the settings
-    of each launch (a TMA descriptor whose block is the tile, or the plain tensor)."""
+    """Each tile combined with each variant is a candidate, timed with the arguments made for it (a TMA
+    descriptor whose block is the tile, or the plain tensor); a planned launch takes the chosen one's."""
     seen = []  # (settings, made argument) per launch
 
     class Kernel:
@@ -117,12 +117,42 @@ def test_variants_are_timed_with_every_tile_and_per_tiles_arguments_follow_them(
     monkeypatch.setattr(tuning, "do_bench", do_bench)
     made = tuning.PerTiles(lambda s: ("descriptor", s["BLOCK_Q"]) if s["TMA"] else "tensor")
     tiled = tuning.TiledKernel(Kernel(), TILES)
-    tiled.launch(lambda s: (1,), "key", made, variants=({"TMA": True}, {"TMA": False}))
+    variants = ({"TMA": True}, {"TMA": False})
+    planned = tuning.TiledLaunch(tiled, lambda s: (1,), "key", [made], variants=variants)
+    planned([])
     assert len(seen) == 2 * len(TILES) + 1
     assert {(s["BLOCK_Q"], s["TMA"]) for s, _ in seen} == set(times)
     assert all(m == (("descriptor", s["BLOCK_Q"]) if s["TMA"] else "tensor") for s, m in seen)
     assert tiled.chosen["key"] == dict(BLOCK_Q=32, BLOCK_K=64, num_warps=4, num_stages=3, TMA=False)
     assert seen[-1] == (tiled.chosen["key"], "tensor")
+
+
+def test_a_tiled_launch_chooses_with_its_first_call_and_then_launches_each_call_with_its_tensors(monkeypatch):
+    """The first call times the settings on that call's tensors (slots), leaves them as found and then
+    launches once; later calls launch the chosen settings on their own tensors, with no timing."""
+    kernel = _AccumulatingKernel()
+    monkeypatch.setattr(tuning, "do_bench", _timer(kernel, {64: 2.0, 32: 1.0, 128: 3.0}))
+    grid = lambda settings: (tuning.cdiv(100, settings["BLOCK_Q"]),)  # noqa: E731
+    tiled = tuning.TiledKernel(kernel, TILES)
+    acc, source = Slot(0), Slot(1)
+    planned = tuning.TiledLaunch(tiled, grid, "key", [acc, source], zero=[acc], restore=[source])
+    first = [torch.zeros(5), torch.arange(5.0)]
+    planned(first)
+    torch.testing.assert_close(first[0], torch.arange(5.0), rtol=0, atol=0)  # ran once, on the inputs
+    torch.testing.assert_close(first[1], 2 * torch.arange(5.0), rtol=0, atol=0)
+    assert kernel.launches[-1] == ((4,), tiled.chosen["key"])
+    assert len(kernel.launches) == 2 * len(TILES) + 1
+
+    second = [torch.full((5,), 10.0), torch.ones(5)]
+    planned(second)
+    assert len(kernel.launches) == 2 * len(TILES) + 2 and kernel.launches[-1] == ((4,), tiled.chosen["key"])
+    torch.testing.assert_close(second[0], torch.full((5,), 11.0), rtol=0, atol=0)
+    torch.testing.assert_close(first[0], torch.arange(5.0), rtol=0, atol=0)  # the first call's untouched
+
+    fixed = dict(BLOCK_Q=64, BLOCK_K=16, num_warps=2, num_stages=1)
+    kernel.launches.clear()
+    tuning.TiledLaunch(tuning.TiledKernel(kernel, TILES), grid, "key", [acc, source], fixed=fixed)(second)
+    assert kernel.launches == [((2,), fixed)]  # fixed settings: no timing
 
 
 @pytest.mark.parametrize("n", [*range(0, 70), 127, 128, 129, 1023, 1024, 1025, 5120])

@@ -51,6 +51,13 @@ def _trailing(kernel: JITFunction, positional: int) -> list:
     return [(p.name, p.default) for p in kernel.params[positional:]]
 
 
+def _run(compiled, grid: Sequence[int], device: int, params: list) -> None:
+    """Launch a compiled kernel through its launcher; ``params``: every parameter in signature order."""
+    compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                 driver.active.get_current_stream(device), compiled.function, compiled.packed_metadata,
+                 None, None, None, *params)
+
+
 def launch(kernel, grid: Sequence[int], *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``; after the first launch of a specialisation on a device, through
     the compiled kernel's launcher alone. ``grid``: one to three program counts."""
@@ -65,7 +72,58 @@ def launch(kernel, grid: Sequence[int], *args, **kwargs) -> None:
         _compiled[key] = compiled, _trailing(kernel, len(args))
         return
     compiled, trailing = entry
-    params = [*args, *(kwargs[name] if name in kwargs else default for name, default in trailing)]
-    compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-                 driver.active.get_current_stream(device), compiled.function, compiled.packed_metadata,
-                 None, None, None, *params)
+    _run(compiled, grid, device, [*args, *(kwargs[name] if name in kwargs else default
+                                           for name, default in trailing)])
+
+
+class Slot:
+    """A per-call argument of a :class:`Planned` launch: the call's ``values[index]``, or
+    ``make(values[index])`` (a view or a TMA descriptor of that tensor)."""
+
+    __slots__ = ("index", "make")
+
+    def __init__(self, index: int, make=None):
+        self.index, self.make = index, make
+
+    def __call__(self, values: Sequence):
+        return values[self.index] if self.make is None else self.make(values[self.index])
+
+
+def filled(args: Sequence, values: Sequence) -> list:
+    """``args`` with each :class:`Slot` replaced by its value from ``values``."""
+    return [a(values) if isinstance(a, Slot) else a for a in args]
+
+
+class Planned:
+    """A kernel launch planned once for a problem's geometry: grid, settings and every argument fixed
+    except the per-call tensors (:class:`Slot`). Calling it with the call's tensors launches the kernel:
+    the first time (and with hooks installed, another Triton version, or a stand-in kernel) through the
+    JIT, then through the launcher compiled for the current device, with no per-argument work. The
+    geometry (shapes, strides, dtypes, 16-byte alignment of every tensor) must decide the plan, so that
+    the JIT's specialisation holds for every call; a plan keeps no tensor.
+    """
+
+    def __init__(self, kernel, grid: Sequence[int], args: Sequence, kwargs: dict):
+        if any(isinstance(a, torch.Tensor) for a in args):
+            raise TypeError("a planned launch takes its tensors as Slots, per call")
+        self.kernel, self.grid, self.kwargs, self.args = kernel, tuple(grid), kwargs, list(args)
+        self.slots = [(i, a) for i, a in enumerate(args) if isinstance(a, Slot)]
+        self.fast = FAST and isinstance(kernel, JITFunction)
+        # the parameters after the positional ones, as the launcher takes them
+        self.trailing = [kwargs.get(name, default) for name, default in _trailing(kernel, len(args))] \
+            if self.fast else []
+        self.compiled = {}  # device -> compiled kernel
+
+    def __call__(self, values: Sequence) -> None:
+        params = self.args.copy()
+        for i, slot in self.slots:
+            params[i] = slot(values)
+        if not self.fast or _hooked():
+            self.kernel[self.grid](*params, **self.kwargs)
+            return
+        device = driver.active.get_current_device()
+        compiled = self.compiled.get(device)
+        if compiled is None:
+            self.compiled[device] = self.kernel[self.grid](*params, **self.kwargs)
+            return
+        _run(compiled, self.grid, device, params + self.trailing)

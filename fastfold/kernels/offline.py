@@ -26,7 +26,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from fastfold.kernels import triton_attention, triton_attention_bwd
-from fastfold.kernels.tuning import resolved
+from fastfold.kernels.tuning import TiledKernel
 
 HOPPER = GPUTarget("cuda", 90, 32)
 HOPPER_SHARED_MEMORY = 232448  # bytes per block on an H100 (227 KiB)
@@ -69,16 +69,23 @@ def recorded_attention_launches(tiles: dict, variant: int = 0):
     """
     launches = []
 
-    def launch_tiled(q, tiled, grid, key, *args, variants=({},), zero=(), restore=(), **kwargs):
-        bq, bk, warps, stages = tiles.get(tiled.kernel.fn.__name__, triton_attention.FP32_TILES)
+    def fixed_settings(tiled, q, variants):
+        bq, bk, warps, stages = tiles.get(tiled.kernel.kernel.fn.__name__, triton_attention.FP32_TILES)
         # FAST_EXP as on a GPU (the wrappers set it from the CPU tensors' device)
-        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True,
-                        **variants[min(variant, len(variants) - 1)])
-        launches.append(Launch(tiled.kernel, tuple(resolved(args, settings)), {**kwargs, **settings}))
+        return dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_EXP=True,
+                    **variants[min(variant, len(variants) - 1)])
 
-    pre = _Recorder(triton_attention_bwd._bwd_pre_kernel, launches)  # launched directly: no tiles
-    patched = [(module, "launch_tiled", launch_tiled) for module in (triton_attention, triton_attention_bwd)]
-    patched.append((triton_attention_bwd, "_bwd_pre_kernel", pre))
+    def recording(tiled):  # the tiled kernel, recording its launches
+        return TiledKernel(_Recorder(tiled.kernel, launches), [])
+
+    modules = (triton_attention, triton_attention_bwd)
+    patched = [(module, "fixed_settings", fixed_settings) for module in modules]
+    patched += [(triton_attention, "_forward_plans", {}), (triton_attention_bwd, "_backward_plans", {}),
+                (triton_attention, "_fwd_tiled", recording(triton_attention._fwd_tiled)),
+                (triton_attention_bwd, "_kv_tiled", recording(triton_attention_bwd._kv_tiled)),
+                (triton_attention_bwd, "_q_tiled", recording(triton_attention_bwd._q_tiled)),
+                (triton_attention_bwd, "_bwd_pre_kernel", _Recorder(triton_attention_bwd._bwd_pre_kernel,
+                                                                   launches))]  # no tiles
     saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
     try:
         for module, name, value in patched:

@@ -26,10 +26,15 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from fastfold.kernels.launch import launch
+from fastfold.kernels.launch import Slot
 from fastfold.kernels.softmax import MASKED_LOGIT_OFFSET
-from fastfold.kernels.triton_layout import broadcast_shapes, canonical_layout, dot_precision
-from fastfold.kernels.tuning import PerTiles, TiledKernel, cdiv, next_power_of_2, resolved
+from fastfold.kernels.triton_layout import (
+    broadcast_shapes,
+    canonical_layout,
+    contiguous_strides,
+    dot_precision,
+)
+from fastfold.kernels.tuning import PerTiles, TiledKernel, TiledLaunch, cdiv, next_power_of_2
 
 MAX_BIASES = 3  # biases handled inside the kernels; further ones are summed beforehand by the caller
 NO_STRIDES = (0, 0, 0, 0, 0)
@@ -340,22 +345,19 @@ FWD_TILES = [(64, 64, 2, 3), (64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 4, 3), (1
 _fwd_tiled = TiledKernel(_fwd_kernel, FWD_TILES)
 FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
 INTERPRETER_TILES = (16, 16)
+MAX_PLANS = 1024  # plans kept per pass (forward, backward); all are dropped when a pass's reach this
 
 
-def launch_tiled(q: torch.Tensor, tiled: TiledKernel, grid, key, *args, variants=({},), zero=(), restore=(),
-                 **kwargs) -> None:
-    """Launch ``tiled`` (as :meth:`TiledKernel.launch`): its tiles and variant chosen by timing on a GPU
-    for 16-bit operands or TF32 products; for exact float32 products fixed tiles, and under the
-    interpreter small ones (where tiles only cost time), with the first variant."""
+def fixed_settings(tiled: TiledKernel, q: torch.Tensor, variants: Sequence[dict]) -> dict | None:
+    """Settings of ``tiled`` that are not timed, with the first variant: under the interpreter small
+    tiles (where tiles only cost time), for exact float32 products fixed ones; None where the tiles and
+    variant are chosen by timing on the GPU (16-bit operands or TF32 products)."""
     if not q.is_cuda:
-        settings = dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1], **variants[0])
-    elif dot_precision(q.dtype) == "ieee":
+        return dict(BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1], **variants[0])
+    if dot_precision(q.dtype) == "ieee":
         bq, bk, warps, stages = FP32_TILES
-        settings = dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, **variants[0])
-    else:
-        tiled.launch(grid, key, *args, variants=variants, zero=zero, restore=restore, **kwargs)
-        return
-    launch(tiled.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
+        return dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages, **variants[0])
+    return None
 
 
 def channel_blocks(q: torch.Tensor, c: int, cv: int) -> dict:
@@ -372,37 +374,67 @@ def grid_over(n_lead: int, length: int, block: str):
     return lambda meta: (n_lead * cdiv(length, meta[block]),)
 
 
-class Operands:
-    """Attention operands addressed over canonical leading dimensions, with the extra-argument packing:
-    each operand's tensor (``q``, ``k``, ...; ``mask`` as bytes) and its strides (``q_st``, ``k_st``, ...)."""
+def geometry(t: torch.Tensor | None) -> tuple | None:
+    """What a plan depends on in a tensor: shape, strides, dtype and 16-byte alignment."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0)
 
-    def __init__(self, q, k, v, biases, mask, gate):
-        if len(biases) > MAX_BIASES:
+
+def planned(plans: dict, key: tuple, build):
+    """``plans[key]``, made by ``build()`` the first time (all plans dropped once there are MAX_PLANS)."""
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= MAX_PLANS:
+            plans.clear()
+        plan = plans[key] = build()
+    return plan
+
+
+def _bytes(mask: torch.Tensor) -> torch.Tensor:
+    return mask.view(torch.uint8)
+
+
+class Operands:
+    """Attention operands addressed over canonical leading dimensions, planned from one call's inputs
+    ``[q, k, v, *biases, mask (if any), gate (if any)]``: each operand as the
+    :class:`~fastfold.kernels.launch.Slot` of a call's inputs that the kernels take (``q``, ``k``, ...;
+    ``mask`` as bytes) with its strides (``q_st``, ``k_st``, ...), and the extra-argument packing.
+
+    Where the operands' leading dimensions do not fold into three, every call copies them to
+    contiguous memory first (:meth:`prepare`, ``copies``)."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor], num_biases: int, has_mask: bool, has_gate: bool):
+        if num_biases > MAX_BIASES:
             raise ValueError(f"at most {MAX_BIASES} biases; sum the others first")
+        q, k, v = inputs[:3]
         qk = (q.shape[-2], k.shape[-2])
-        biases = [b.expand(*b.shape[:-2], *qk) for b in biases]
-        mask = mask.expand(*mask.shape[:-2], *qk) if mask is not None else None
-        tensors = [q, k, v, *biases] + [t for t in (mask, gate) if t is not None]
-        self.lead = broadcast_shapes(*(tuple(t.shape[:-2]) for t in tensors))
-        self.canon = canonical_layout([(t, 2) for t in tensors], self.lead)
-        tensors, strides = list(self.canon.tensors), list(self.canon.strides)
-        (self.q, self.k, self.v), (self.q_st, self.k_st, self.v_st) = tensors[:3], strides[:3]
-        self.biases = list(zip(tensors[3:3 + len(biases)], strides[3:3 + len(biases)], strict=True))
-        rest = list(zip(tensors[3 + len(biases):], strides[3 + len(biases):], strict=True))
-        self.mask, self.mask_st = rest.pop(0) if mask is not None else (None, NO_STRIDES)
-        self.gate, self.gate_st = rest.pop(0) if gate is not None else (None, NO_STRIDES)
-        if self.mask is not None:
-            self.mask = self.mask.view(torch.uint8)
+        expanded = [t.expand(*t.shape[:-2], *qk) if 3 <= i < 3 + num_biases + has_mask else t
+                    for i, t in enumerate(inputs)]  # biases and mask over every query and key
+        self.lead = broadcast_shapes(*(tuple(t.shape[:-2]) for t in expanded))
+        self.canon = canonical_layout([(t, 2) for t in expanded], self.lead)
+        self.copies = [(i, (*self.lead, *t.shape[-2:])) for i, (t, c) in
+                       enumerate(zip(expanded, self.canon.tensors, strict=True)) if c is not t]
+        slots, strides = [Slot(i) for i in range(len(inputs))], list(self.canon.strides)
+        (self.q, self.k, self.v), (self.q_st, self.k_st, self.v_st) = slots[:3], strides[:3]
+        self.biases = list(zip(slots[3:3 + num_biases], strides[3:3 + num_biases], strict=True))
+        self.mask, self.mask_st = (Slot(3 + num_biases, _bytes), strides[3 + num_biases]) if has_mask \
+            else (None, NO_STRIDES)
+        self.gate, self.gate_st = (slots[-1], strides[-1]) if has_gate else (None, NO_STRIDES)
         self.LQ, self.C = q.shape[-2], q.shape[-1]
         self.LK, self.CV = k.shape[-2], v.shape[-1]
-        self.bias_tma = self._bias_descriptor()
+        first_bias = self.canon.tensors[3] if num_biases else None
+        self.bias_tma = self._bias_descriptor(first_bias)
         # with a descriptor for the first bias, the kernels may read it through TMA: timed against plain loads
         tma = self.bias_tma is not None
         self.variants = ({"BIAS_TMA": True}, {"BIAS_TMA": False}) if tma else ({"BIAS_TMA": False},)
 
+    def prepare(self, inputs: list) -> None:
+        """A call's inputs as the kernels read them: the operands that must be, copied (in place)."""
+        for i, shape in self.copies:
+            inputs[i] = inputs[i].expand(shape).contiguous()
+
     def logit_args(self) -> list:
-        """Mask and bias pointers with their strides, in the kernels' argument order (the first bias as
-        its :class:`~fastfold.kernels.tuning.PerTiles` where it has a TMA descriptor)."""
+        """Mask and bias slots with their strides, in the kernels' argument order (the first bias as its
+        :class:`~fastfold.kernels.tuning.PerTiles` where it has a TMA descriptor)."""
         args = [self.mask if self.mask is not None else self.q, self.mask_st]
         for i in range(MAX_BIASES):
             args += self.biases[i] if i < len(self.biases) else [self.q, NO_STRIDES]
@@ -410,7 +442,7 @@ class Operands:
             args[2] = self.bias_tma
         return args
 
-    def _bias_descriptor(self) -> PerTiles | None:
+    def _bias_descriptor(self, bias: torch.Tensor | None) -> PerTiles | None:
         """The first bias as a TMA descriptor over its rows, block [BLOCK_Q, BLOCK_K] (where the settings
         say ``BIAS_TMA``; else the bias itself), when its rows are dense (stride 1 along keys, ``LK``
         between rows and a multiple of ``LK`` between its leading indices) and 16-byte aligned as TMA
@@ -418,9 +450,9 @@ class Operands:
 
         Pipelined TMA loads of the bias tile paid at N 768 and in the extra-MSA stack (head size 8) on an
         H100, and cost 3-5% at N 256-384 with head size 32: hence a timed choice."""
-        if not self.biases:
+        if bias is None:
             return None
-        bias, st = self.biases[0]
+        slot, st = self.biases[0]
         row_bytes = self.LK * bias.element_size()
         dense = st[4] == 1 and st[3] == self.LK and all(s % self.LK == 0 for s in st[:3])
         if not dense or row_bytes % 16 or bias.data_ptr() % 16:
@@ -428,17 +460,63 @@ class Operands:
         lead3 = self.canon.lead
         rows = sum((z - 1) * s for z, s in zip(lead3, st[:3], strict=True)) // self.LK + self.LQ
         shape, strides = [rows, self.LK], [self.LK, 1]
-        return PerTiles(lambda t: TensorDescriptor(bias, shape, strides, [t["BLOCK_Q"], t["BLOCK_K"]])
-                        if t["BIAS_TMA"] else bias)
+
+        def descriptor(settings):
+            block = [settings["BLOCK_Q"], settings["BLOCK_K"]]
+            return Slot(slot.index, lambda b: TensorDescriptor(b, shape, strides, block))
+
+        return PerTiles(lambda t: descriptor(t) if t["BIAS_TMA"] else slot)
 
     def flags(self) -> dict:
         mask_per_key = self.mask is not None and self.mask_st[3] == 0
         return dict(NUM_BIAS=len(self.biases), HAS_MASK=self.mask is not None, MASK_PER_KEY=mask_per_key)
 
 
+def plan_key(inputs: Sequence[torch.Tensor], *flags) -> tuple:
+    """A plan's key: ``flags``, the device and dot precision, and every input's :func:`geometry`."""
+    q = inputs[0]
+    return (*flags, q.get_device(), dot_precision(q.dtype), *map(geometry, inputs))
+
+
+class _ForwardPlan:
+    """The forward launch planned for one geometry (:class:`Operands`); a call allocates the output
+    (and statistics) and launches."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor], num_biases: int, has_mask: bool, has_gate: bool,
+                 save_stats: bool):
+        q, v = inputs[0], inputs[2]
+        self.ops = ops = Operands(inputs, num_biases, has_mask, has_gate)
+        lead3, n = ops.canon.lead, len(inputs)
+        self.device, self.dtype = q.device, v.dtype
+        self.out_shape = (*ops.lead, ops.LQ, ops.CV)
+        self.stats_shape = (*ops.lead, ops.LQ, 2) if save_stats else (0,)
+        out, stats = Slot(n), Slot(n + 1)
+        flags = ops.flags()
+        key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, save_stats, has_gate, len(ops.variants),
+               *flags.values())
+        self.launch = TiledLaunch(
+            _fwd_tiled, grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q"), key,
+            [ops.q, ops.k, ops.v, ops.gate if has_gate else ops.q, out, stats if save_stats else out,
+             ops.q_st, ops.k_st, ops.v_st, ops.gate_st, contiguous_strides((*lead3, ops.LQ, ops.CV)),
+             contiguous_strides((*lead3, ops.LQ, 2)) if save_stats else NO_STRIDES, *ops.logit_args(),
+             lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5],
+            variants=ops.variants, fixed=fixed_settings(_fwd_tiled, q, ops.variants), HAS_GATE=has_gate,
+            SAVE_STATS=save_stats, **flags, **channel_blocks(q, ops.C, ops.CV))
+
+    def __call__(self, inputs: list) -> tuple:
+        self.ops.prepare(inputs)
+        out = torch.empty(self.out_shape, device=self.device, dtype=self.dtype)
+        stats = torch.empty(self.stats_shape, device=self.device, dtype=torch.float32)
+        self.launch([*inputs, out, stats])
+        return out, stats
+
+
+_forward_plans = {}
+
+
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequence[torch.Tensor],
                       mask: torch.Tensor | None, gate: torch.Tensor | None, save_stats: bool) -> tuple:
-    """Fused attention forward.
+    """Fused attention forward, through the plan for its operands' geometry (made at the first call).
 
     Parameters
     ----------
@@ -454,22 +532,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases:
         (float32, in log2 units: the maximum logit times log2 e and the base-2 log of the softmax
         normaliser, kept apart so that a fully masked row keeps its normaliser), else an empty tensor.
     """
-    ops = Operands(q, k, v, biases, mask, gate)
-    lead3 = ops.canon.lead
-    out = torch.empty(*lead3, ops.LQ, ops.CV, device=q.device, dtype=v.dtype)
-    stats = q.new_empty(*lead3, ops.LQ, 2, dtype=torch.float32) if save_stats else q.new_empty(0)
-    gate_c = ops.gate if ops.gate is not None else ops.q
-    flags = ops.flags()
-    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, save_stats, ops.gate is not None, len(ops.variants),
-           *flags.values())
-    launch_tiled(
-        q, _fwd_tiled, grid_over(lead3[0] * lead3[1] * lead3[2], ops.LQ, "BLOCK_Q"), key,
-        ops.q, ops.k, ops.v, gate_c, out, stats if save_stats else out,
-        ops.q_st, ops.k_st, ops.v_st, ops.gate_st, out.stride(),
-        stats.stride() if save_stats else NO_STRIDES, *ops.logit_args(),
-        lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5,
-        variants=ops.variants, HAS_GATE=ops.gate is not None, SAVE_STATS=save_stats, **flags,
-        **channel_blocks(q, ops.C, ops.CV))
-    if save_stats:
-        stats = stats.view(*ops.lead, ops.LQ, 2)
-    return out.view(*ops.lead, ops.LQ, ops.CV), stats
+    inputs = [q, k, v, *biases, *(t for t in (mask, gate) if t is not None)]
+    flags = (len(biases), mask is not None, gate is not None, save_stats)
+    plan = planned(_forward_plans, plan_key(inputs, *flags), lambda: _ForwardPlan(inputs, *flags))
+    return plan(inputs)

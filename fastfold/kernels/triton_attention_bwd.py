@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastfold.kernels.launch import launch
+from fastfold.kernels.launch import Planned, Slot
 from fastfold.kernels.triton_attention import (
     LOG2E,
     MAX_BIASES,
@@ -37,19 +37,22 @@ from fastfold.kernels.triton_attention import (
     channel_blocks,
     channel_tile,
     exp2,
+    fixed_settings,
     grid_over,
     key_offsets,
-    launch_tiled,
     lead_offset,
     load_tile,
     logits_tile,
+    plan_key,
+    planned,
     query_tile,
     scores_tile,
     split_pid,
     store_tile,
     tile_offsets,
 )
-from fastfold.kernels.tuning import TiledKernel, cdiv
+from fastfold.kernels.triton_layout import contiguous_strides
+from fastfold.kernels.tuning import TiledKernel, TiledLaunch, cdiv
 
 
 @triton.jit
@@ -351,24 +354,124 @@ def _kv_variants(variants: Sequence[dict], flags: dict) -> list:
     return out
 
 
-def _grad_buffer(operand: torch.Tensor, shape: tuple, operand_full_shape: tuple) -> torch.Tensor:
-    """Gradient buffer over canonical ``shape``: the operand's dtype when it is written once per
-    element, float32 when it is summed afterwards (operand broadcast beyond its own leading shape)."""
-    exact = tuple(operand.shape) == tuple(operand_full_shape)
-    return operand.new_empty(shape, dtype=operand.dtype if exact else torch.float32)
+class _Gradient:
+    """A gradient buffer of a backward plan: the operand's own shape and dtype where the kernels write
+    each element once, else float32 over the canonical shape (always where the kernels accumulate into
+    it with atomics), summed over the operand's broadcast dimensions afterwards (:meth:`of`)."""
+
+    def __init__(self, operand: torch.Tensor, canonical: tuple, full: tuple, own_lead: tuple,
+                 accumulated: bool = False):
+        dtype = torch.float32 if accumulated else operand.dtype
+        self.exact = tuple(operand.shape) == tuple(full) and operand.dtype == dtype
+        self.shape = tuple(operand.shape) if self.exact else canonical
+        self.dtype = dtype if self.exact else torch.float32
+        self.zeroed = accumulated
+        self.strides = contiguous_strides(canonical)
+        self.summed = (*own_lead, *canonical[-2:])  # the float32 buffer as the operand's own lead x inner
+        self.operand_shape, self.operand_dtype = tuple(operand.shape), operand.dtype
+
+    def of(self, buffer: torch.Tensor) -> torch.Tensor:
+        """The operand's gradient from its buffer."""
+        if self.exact:
+            return buffer
+        return buffer.view(self.summed).sum_to_size(self.operand_shape).to(self.operand_dtype)
 
 
-def _grad_to(grad: torch.Tensor, like: torch.Tensor, own_lead: tuple) -> torch.Tensor:
-    """A gradient over the operand's own canonical shape -> the operand's shape and dtype."""
-    if grad.numel() == like.numel() and grad.dtype == like.dtype:  # written once per element: a view
-        return grad.view(like.shape)
-    return grad.reshape(*own_lead, *grad.shape[-2:]).sum_to_size(like.shape).to(like.dtype)
+class _BackwardPlan:
+    """The backward pass's launches planned for one geometry (:class:`Operands` of the forward's inputs
+    and the gradient of the output); a call allocates the buffers and launches the three kernels."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor], num_biases: int, has_mask: bool, has_gate: bool):
+        q, k, v = inputs[:3]
+        biases = inputs[3:3 + num_biases]
+        self.ops = ops = Operands(inputs[:-3], num_biases, has_mask, has_gate)
+        lead3, full, n = ops.canon.lead, ops.lead, len(inputs)
+        n_lead = lead3[0] * lead3[1] * lead3[2]
+        self.device, self.buffers = q.device, []  # (shape, dtype, zeroed) of each buffer, after the inputs
+        dout, out, stats = Slot(n - 3), Slot(n - 2), Slot(n - 1)
+
+        def buffer(shape, dtype, zeroed=False) -> Slot:
+            self.buffers.append((shape, dtype, zeroed))
+            return Slot(n + len(self.buffers) - 1)
+
+        def gradient(operand, canonical, own_lead=full, accumulated=False) -> tuple:
+            grad = _Gradient(operand, canonical, (*full, *canonical[-2:]), own_lead, accumulated)
+            return buffer(grad.shape, grad.dtype, grad.zeroed), grad
+
+        out_st = contiguous_strides((*lead3, ops.LQ, ops.CV))
+        delta = buffer((*lead3, ops.LQ), torch.float32)
+        d_st = contiguous_strides((*lead3, ops.LQ)) + (0,)
+        dq, dq_grad = gradient(q, (*lead3, ops.LQ, ops.C))
+        dk, dk_grad = gradient(k, (*lead3, ops.LK, ops.C))
+        dv, dv_grad = gradient(v, (*lead3, ops.LK, ops.CV))
+        self.gradients = [(dq, dq_grad), (dk, dk_grad), (dv, dv_grad)]
+        do_pre, gate_args = dout, (dout, NO_STRIDES) * 2
+        if has_gate:  # dO_pre in dQ's buffer where it fits
+            dgate, dgate_grad = gradient(inputs[n - 4], (*lead3, ops.LQ, ops.CV))
+            self.gradients.append((dgate, dgate_grad))
+            fits = ops.C == ops.CV and dq_grad.exact
+            do_pre = dq if fits else buffer((*lead3, ops.LQ, ops.CV), q.dtype)
+            gate_args = (ops.gate, ops.gate_st, dgate, out_st)
+        blocks = channel_blocks(q, ops.C, ops.CV)
+        self.pre = Planned(
+            _bwd_pre_kernel, (n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),),
+            [dout, out, gate_args[0], do_pre, gate_args[2], delta, out_st, out_st, gate_args[1], out_st,
+             gate_args[3], d_st, lead3[1], lead3[2], ops.LQ, ops.CV],
+            dict(HAS_GATE=has_gate, BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"]))
+
+        common = ops.logit_args()
+        dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
+        flags = ops.flags()
+        key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, len(ops.variants), *flags.values())
+        stats_st = contiguous_strides((*lead3, ops.LQ, 2))
+        kv_variants = _kv_variants(ops.variants, flags)
+        self.kv = TiledLaunch(
+            _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
+            [ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv, ops.q_st, ops.k_st, ops.v_st, out_st,
+             stats_st, d_st, dk_grad.strides, dv_grad.strides, *common, *dims],
+            variants=kv_variants, fixed=fixed_settings(_kv_tiled, q, kv_variants), **flags, **blocks)
+
+        dbias_args, dbias_zero = [], []
+        for i in range(MAX_BIASES):
+            if i < num_biases:
+                own = ops.canon.own_shape(3 + i)
+                db, db_grad = gradient(biases[i], (*own, ops.LQ, ops.LK), ops.canon.own_lead[3 + i], True)
+                self.gradients.append((db, db_grad))
+                dbias_zero.append(db)
+                strides = tuple(0 if z == 1 else st for z, st in zip(own, db_grad.strides, strict=False))
+                dbias_args += [db, strides + db_grad.strides[-2:]]
+            else:  # unused (never dereferenced)
+                dbias_args += [delta, NO_STRIDES]
+        # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
+        pair_rows = num_biases and lead3[1] > 1 and all(st[1] == 0 for _, st in ops.biases)
+        rows_per_program = 2 if pair_rows else 1
+        self.q = TiledLaunch(
+            _q_tiled, grid_over(lead3[0] * cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q"),
+            (*key, rows_per_program),
+            [ops.q, ops.k, ops.v, do_pre, stats, delta, dq, ops.q_st, ops.k_st, ops.v_st, out_st, stats_st,
+             d_st, dq_grad.strides, *common, *dbias_args, *dims],
+            variants=ops.variants, zero=dbias_zero, restore=[dq] if do_pre is dq else [],
+            fixed=fixed_settings(_q_tiled, q, ops.variants), **flags, ROWS=rows_per_program, **blocks)
+
+    def __call__(self, inputs: list) -> list:
+        self.ops.prepare(inputs)
+        values = inputs + [torch.zeros(shape, device=self.device, dtype=dtype) if zeroed else
+                           torch.empty(shape, device=self.device, dtype=dtype)
+                           for shape, dtype, zeroed in self.buffers]
+        self.pre(values)
+        self.kv(values)
+        self.q(values)
+        return [grad.of(slot(values)) for slot, grad in self.gradients]
+
+
+_backward_plans = {}
 
 
 def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        biases: Sequence[torch.Tensor], mask: torch.Tensor | None,
                        gate: torch.Tensor | None, out: torch.Tensor, stats: torch.Tensor) -> tuple:
-    """Gradients of the fused attention.
+    """Gradients of the fused attention, through the plan for its operands' geometry (made at the first
+    call).
 
     Parameters
     ----------
@@ -384,64 +487,10 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     tuple
         ``(dq, dk, dv, [d bias for each bias], dgate or None)``, each in its operand's shape and dtype.
     """
-    ops = Operands(q, k, v, biases, mask, gate)
-    lead3, full = ops.canon.lead, ops.lead
-    n_lead = lead3[0] * lead3[1] * lead3[2]
-    dout = grad_out.reshape(*lead3, ops.LQ, ops.CV)
-    out = out.reshape(*lead3, ops.LQ, ops.CV)
-    stats = stats.reshape(*lead3, ops.LQ, 2)
-    delta = q.new_empty(*lead3, ops.LQ, dtype=torch.float32)
-    d_st = delta.stride() + (0,)
-    dq = _grad_buffer(q, (*lead3, ops.LQ, ops.C), (*full, ops.LQ, ops.C))
-    has_gate = ops.gate is not None
-    dgate = _grad_buffer(gate, dout.shape, (*full, ops.LQ, ops.CV)) if has_gate else None
-    do_pre = dout
-    if has_gate:  # dO_pre in dQ's buffer where it fits
-        fits = dq.shape == dout.shape and dq.dtype == q.dtype
-        do_pre = dq if fits else torch.empty_like(dout, dtype=q.dtype)
-    gate_args = (ops.gate, ops.gate_st, dgate, dgate.stride()) if has_gate else (dout, NO_STRIDES) * 2
-    blocks = channel_blocks(q, ops.C, ops.CV)
-    launch(
-        _bwd_pre_kernel, (n_lead * cdiv(ops.LQ, _ELEMENTWISE_BLOCK_Q),),
-        dout, out, gate_args[0], do_pre, gate_args[2], delta, dout.stride(), out.stride(), gate_args[1],
-        do_pre.stride(), gate_args[3], d_st, lead3[1], lead3[2], ops.LQ, ops.CV, HAS_GATE=has_gate,
-        BLOCK_Q=_ELEMENTWISE_BLOCK_Q, BLOCK_CV=blocks["BLOCK_CV"])
-
-    common = ops.logit_args()
-    dims = (lead3[1], lead3[2], ops.LQ, ops.LK, ops.C, ops.CV, ops.C ** -0.5)
-    flags = ops.flags()
-    key = (ops.LQ, ops.LK, ops.C, ops.CV, q.dtype, len(ops.variants), *flags.values())
-    dk = _grad_buffer(k, (*lead3, ops.LK, ops.C), (*full, ops.LK, ops.C))
-    dv = _grad_buffer(v, (*lead3, ops.LK, ops.CV), (*full, ops.LK, ops.CV))
-    kv_variants = _kv_variants(ops.variants, flags)
-    launch_tiled(
-        q, _kv_tiled, grid_over(n_lead, ops.LK, "BLOCK_K"), key,
-        ops.q, ops.k, ops.v, do_pre, stats, delta, dk, dv,
-        ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dk.stride(), dv.stride(),
-        *common, *dims, variants=kv_variants, **flags, **blocks)
-
-    dbias_bufs, dbias_args = [], []
-    for i in range(MAX_BIASES):
-        if i < len(biases):
-            own = ops.canon.own_shape(3 + i)
-            db = torch.zeros(*own, ops.LQ, ops.LK, device=q.device, dtype=torch.float32)
-            dbias_bufs.append(db)
-            dbias_args += [db, db.expand(*lead3, ops.LQ, ops.LK).stride()]
-        else:  # unused (never dereferenced)
-            dbias_args += [delta, NO_STRIDES]
-    # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
-    pair_rows = biases and lead3[1] > 1 and all(st[1] == 0 for _, st in ops.biases)
-    rows_per_program = 2 if pair_rows else 1
-    launch_tiled(
-        q, _q_tiled, grid_over(lead3[0] * cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q"),
-        (*key, rows_per_program),
-        ops.q, ops.k, ops.v, do_pre, stats, delta, dq,
-        ops.q_st, ops.k_st, ops.v_st, do_pre.stride(), stats.stride(), d_st, dq.stride(),
-        *common, *dbias_args, *dims, variants=ops.variants, **flags, ROWS=rows_per_program, **blocks,
-        zero=dbias_bufs, restore=[dq] if do_pre is dq else [])
-
-    dbiases = [_grad_to(db, bias, ops.canon.own_lead[3 + i])
-               for i, (db, bias) in enumerate(zip(dbias_bufs, biases, strict=True))]
-    grads = [_grad_to(g, t, full) for g, t in ((dq, q), (dk, k), (dv, v))]
-    dgate = _grad_to(dgate, gate, full) if has_gate else None
-    return (*grads, dbiases, dgate)
+    inputs = [q, k, v, *biases, *(t for t in (mask, gate) if t is not None),
+              *(t if t.is_contiguous() else t.contiguous() for t in (grad_out, out, stats))]
+    flags = (len(biases), mask is not None, gate is not None)
+    plan = planned(_backward_plans, plan_key(inputs, *flags), lambda: _BackwardPlan(inputs, *flags))
+    dq, dk, dv, *rest = plan(inputs)
+    dgate = rest.pop(0) if gate is not None else None
+    return dq, dk, dv, rest, dgate

@@ -27,6 +27,15 @@ def dot_precision(dtype: torch.dtype) -> str | None:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
+def contiguous_strides(shape: Sequence[int]) -> tuple:
+    """Strides (in elements) of a contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
 @functools.lru_cache(maxsize=4096)
 def broadcast_shapes(*shapes: tuple) -> tuple:
     """``torch.broadcast_shapes`` of shape tuples, cached (kernel launches repeat the same shapes)."""

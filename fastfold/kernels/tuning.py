@@ -19,7 +19,7 @@ import torch
 from triton.runtime.errors import OutOfResources, PTXASError
 from triton.testing import do_bench
 
-from fastfold.kernels.launch import launch
+from fastfold.kernels.launch import Planned, Slot, filled, launch
 
 _log = logging.getLogger(__name__)
 
@@ -65,17 +65,19 @@ class TiledKernel:
         self.tiles = [dict(BLOCK_Q=bq, BLOCK_K=bk, num_warps=w, num_stages=s) for bq, bk, w, s in tiles]
         self.chosen = {}  # key -> settings
 
-    def launch(self, grid: Callable[[dict], tuple], key: Hashable, *args, variants: Sequence[dict] = ({},),
-               zero: Sequence[torch.Tensor] = (), restore: Sequence[torch.Tensor] = (), **kwargs) -> None:
-        """``kernel[grid(settings)](*args, **kwargs)`` with the settings chosen for ``key``, which must
-        stand for everything the choice depends on (sizes, dtypes, flags, the variants offered).
+    def choose(self, grid: Callable[[dict], tuple], key: Hashable, arguments: Callable[[dict], list],
+               variants: Sequence[dict] = ({},), zero: Sequence[torch.Tensor] = (),
+               restore: Sequence[torch.Tensor] = (), **kwargs) -> dict:
+        """The settings chosen for ``key``, which must stand for everything the choice depends on (sizes,
+        dtypes, flags, the variants offered): the tiles combined with each of ``variants`` (further
+        constexprs, such as whether to read an operand through TMA).
 
-        The settings are the tiles combined with each of ``variants`` (further constexprs, such as
-        whether to read an operand through TMA, whose :class:`PerTiles` arguments follow them). The first
-        launch for a key times every setting (settings that do not fit the GPU are skipped),
-        so that the launch that counts sees its arguments as if the kernel ran once: the tensors in
-        ``zero`` (which the kernel accumulates into) are zeroed, and those in ``restore`` (which it reads
-        and then overwrites) are copied before timing and put back, before every trial and that launch.
+        The first choice for a key launches ``kernel[grid(s)](*arguments(s), **kwargs, **s)`` for every
+        setting ``s`` (those that do not fit the GPU are skipped) and times it. It leaves the arguments
+        as it found them, so that the launch that counts sees them as if the kernel ran once: the
+        tensors in ``zero`` (which the kernel accumulates into) are zeroed, and those in ``restore``
+        (which it reads and then overwrites) are copied before timing and put back, before every trial
+        and at the end.
         """
         settings = self.chosen.get(key)
         if settings is None:
@@ -88,14 +90,14 @@ class TiledKernel:
                     t.copy_(copy)
 
             candidates = [{**tile, **variant} for variant in variants for tile in self.tiles]
-            settings = self.chosen[key] = self._fastest(candidates, grid, args, kwargs, reset, key)
+            settings = self.chosen[key] = self._fastest(candidates, grid, arguments, kwargs, reset, key)
             reset()
-        launch(self.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
+        return settings
 
-    def _fastest(self, candidates, grid, args, kwargs, reset, key) -> dict:
+    def _fastest(self, candidates, grid, arguments, kwargs, reset, key) -> dict:
         def trial(settings):
             reset()
-            launch(self.kernel, grid(settings), *resolved(args, settings), **kwargs, **settings)
+            launch(self.kernel, grid(settings), *arguments(settings), **kwargs, **settings)
 
         times = []
         for settings in candidates:
@@ -110,3 +112,29 @@ class TiledKernel:
         _log.debug("%s for %s, fastest first: %s", self.kernel.fn.__name__, key,
                    "; ".join(f"{ms:.3f} ms {settings}" for ms, settings in times))
         return times[0][1]
+
+
+class TiledLaunch:
+    """A launch of a :class:`TiledKernel` planned for one problem geometry: its arguments constants,
+    :class:`~fastfold.kernels.launch.Slot` (per-call tensors) and :class:`PerTiles`.
+
+    The first call chooses the settings (``fixed`` ones, or :meth:`TiledKernel.choose` timed with that
+    call's tensors; ``zero`` and ``restore`` are slots) and plans the launch for them
+    (:class:`~fastfold.kernels.launch.Planned`); every call then launches it with its own tensors.
+    """
+
+    def __init__(self, tiled: TiledKernel, grid: Callable[[dict], tuple], key: Hashable, args: Sequence,
+                 variants: Sequence[dict] = ({},), zero: Sequence[Slot] = (), restore: Sequence[Slot] = (),
+                 fixed: dict | None = None, **kwargs):
+        self.tiled, self.grid, self.key, self.args, self.variants = tiled, grid, key, list(args), variants
+        self.zero, self.restore, self.fixed, self.kwargs = zero, restore, fixed, kwargs
+        self.planned = None
+
+    def __call__(self, values: Sequence) -> None:
+        if self.planned is None:
+            settings = self.fixed or self.tiled.choose(
+                self.grid, self.key, lambda s: filled(resolved(self.args, s), values), self.variants,
+                filled(self.zero, values), filled(self.restore, values), **self.kwargs)
+            self.planned = Planned(self.tiled.kernel, self.grid(settings), resolved(self.args, settings),
+                                   {**self.kwargs, **settings})
+        self.planned(values)
