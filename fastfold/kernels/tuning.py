@@ -3,9 +3,11 @@
 ``triton.autotune`` makes the same choice but spends ~40-100 us of host time on every launch (it
 rebuilds dictionaries of all the arguments and a key from each tensor argument's dtype): more than the
 kernels of a small attention take, and an attention's forward and backward launch three tuned kernels.
-Here a launch after the first costs one dictionary lookup on a key the caller builds from what it knows
-decides the tiles. ``triton.cdiv`` and ``triton.next_power_of_2`` are Triton constexpr functions
-(3-8 us a call from the host); :func:`cdiv` and :func:`next_power_of_2` are plain Python.
+Here the choice is made once per key the caller builds from what decides the tiles
+(:meth:`TiledKernel.choose`), and a :class:`TiledLaunch`, planned once per problem geometry, launches the
+chosen settings at every later call with no lookup at all. ``triton.cdiv`` and ``triton.next_power_of_2``
+are Triton constexpr functions (3-8 us a call from the host); :func:`cdiv` and :func:`next_power_of_2`
+are plain Python.
 
 Every setting's time is logged at DEBUG level (logger ``fastfold.kernels.tuning``) when a choice is
 made: ``logging.basicConfig(level=logging.DEBUG)`` before the first launch shows what each choice
