@@ -159,6 +159,9 @@ def check_attention_plans() -> None:
     """Calls of one geometry reuse its plans (forward, backward), each with its own tensors; operands whose
     leading dimensions do not fold into three are copied at every call; a bias 4 bytes past a 16-byte
     boundary (no TMA descriptor) gets plans of its own."""
+    import gc
+    import weakref
+
     import torch
 
     from fastfold import kernels
@@ -175,11 +178,15 @@ def check_attention_plans() -> None:
         _compare(lambda *t: kernels.attention(t[0], t[1], t[2], [t[3]], mask, t[4]),
                  lambda *t: attention_torch(t[0], t[1], t[2], [t[3]], mask, t[4]),
                  (q, k, v, bias, gate), ["q", "k", "v", "bias", "gate"])
+        return [weakref.ref(t) for t in (q, k, v, bias, gate, mask)]
 
     before = plans()
-    for _ in range(3):
+    first = compare((1, 3, 2), (1, 1, 2))  # makes the plans
+    for _ in range(2):
         compare((1, 3, 2), (1, 1, 2))
     assert plans() == (before[0] + 1, before[1] + 1), (before, plans())
+    gc.collect()
+    assert all(ref() is None for ref in first), "a plan keeps the tensors of the call that made it"
     # leading [2, 3, 2, 2], the bias shared by the first and third: four groups, copied at every call
     for _ in range(2):
         compare((2, 3, 2, 2), (1, 3, 1, 2))

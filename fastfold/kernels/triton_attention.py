@@ -345,7 +345,7 @@ FWD_TILES = [(64, 64, 2, 3), (64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 4, 3), (1
 _fwd_tiled = TiledKernel(_fwd_kernel, FWD_TILES)
 FP32_TILES = (32, 32, 4, 2)  # float32 operands with exact ("ieee") dots: fixed tiles
 INTERPRETER_TILES = (16, 16)
-MAX_PLANS = 1024  # plans kept per pass (forward, backward); all are dropped when a pass's reach this
+MAX_PLANS = 1024  # plans kept for each of the forward and backward passes; at this many, all are dropped
 
 
 def fixed_settings(tiled: TiledKernel, q: torch.Tensor, variants: Sequence[dict]) -> dict | None:
@@ -423,12 +423,14 @@ class Operands:
         self.LK, self.CV = k.shape[-2], v.shape[-1]
         first_bias = self.canon.tensors[3] if num_biases else None
         self.bias_tma = self._bias_descriptor(first_bias)
+        self.canon.tensors = []  # this call's tensors: a plan keeps none
         # with a descriptor for the first bias, the kernels may read it through TMA: timed against plain loads
         tma = self.bias_tma is not None
         self.variants = ({"BIAS_TMA": True}, {"BIAS_TMA": False}) if tma else ({"BIAS_TMA": False},)
 
     def prepare(self, inputs: list) -> None:
-        """A call's inputs as the kernels read them: the operands that must be, copied (in place)."""
+        """A call's inputs as the kernels read them: those that cannot be addressed as they are replaced
+        (in the list) by contiguous copies."""
         for i, shape in self.copies:
             inputs[i] = inputs[i].expand(shape).contiguous()
 
