@@ -28,8 +28,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 FAST_LAUNCH_VERSIONS = ((3, 6), (3, 7))  # Triton versions whose launcher convention this module follows
 FAST = tuple(int(part) for part in triton.__version__.split(".")[:2]) in FAST_LAUNCH_VERSIONS
 
-# (kernel, device, keyword arguments, each argument's specialisation) -> (compiled kernel, the parameters
-# after the positional ones as (name, default)); one entry per specialisation a process meets
+# (kernel, device, keyword arguments, each argument's specialisation) -> (compiled kernel, the values of the
+# parameters after the positional ones); one entry per specialisation a process meets
 _compiled = {}
 
 
@@ -48,9 +48,10 @@ def _hooked() -> bool:
     return any(hook is not None and getattr(hook, "calls", True) for hook in hooks)
 
 
-def _trailing(kernel: JITFunction, positional: int) -> list:
-    """(name, default) of the kernel parameters after the first ``positional`` ones, in order."""
-    return [(p.name, p.default) for p in kernel.params[positional:]]
+def _trailing(kernel: JITFunction, positional: int, kwargs: dict) -> list:
+    """Values of the kernel parameters after the first ``positional`` ones, in order: from ``kwargs``,
+    else their defaults."""
+    return [kwargs.get(p.name, p.default) for p in kernel.params[positional:]]
 
 
 def _run(compiled, grid: Sequence[int], device: int, params: list) -> None:
@@ -71,11 +72,10 @@ def launch(kernel, grid: Sequence[int], *args, **kwargs) -> None:
     entry = _compiled.get(key)
     if entry is None:
         compiled = kernel[grid](*args, **kwargs)  # compiles or finds the kernel, and launches it
-        _compiled[key] = compiled, _trailing(kernel, len(args))
+        _compiled[key] = compiled, _trailing(kernel, len(args), kwargs)  # kwargs are in the key
         return
     compiled, trailing = entry
-    _run(compiled, grid, device, [*args, *(kwargs[name] if name in kwargs else default
-                                           for name, default in trailing)])
+    _run(compiled, grid, device, [*args, *trailing])
 
 
 class Slot:
@@ -112,8 +112,7 @@ class Planned:
         self.slots = [(i, a) for i, a in enumerate(args) if isinstance(a, Slot)]
         self.fast = FAST and isinstance(kernel, JITFunction)
         # the parameters after the positional ones, as the launcher takes them
-        self.trailing = [kwargs.get(name, default) for name, default in _trailing(kernel, len(args))] \
-            if self.fast else []
+        self.trailing = _trailing(kernel, len(args), kwargs) if self.fast else []
         self.compiled = {}  # device -> compiled kernel
 
     def __call__(self, values: Sequence) -> None:
