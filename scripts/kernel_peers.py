@@ -8,9 +8,10 @@ cannot run, and :class:`Unavailable` when it cannot run at all (not installed, i
 The external peers are imported only here, lazily (trifast's import fails without a GPU).
 
 Attention inputs (FastFold's layout): ``q, k, v, gate`` ``[1, rows, H, N, c]`` bf16, ``bias`` the pair
-bias ``[1, 1, H, N, N]`` bf16, ``mask`` ``[1, rows, 1, 1, N]`` bool (True = key kept). The result is
-``softmax(q k^T / sqrt(c) + mask offset + bias) v * sigmoid(gate)``; no peer has the gate, so each
-applies ``* sigmoid(gate)`` outside, in PyTorch, on a gate in its own layout:
+bias ``[1, 1, H, N, N]`` bf16 (None in MSA column attention), ``mask`` ``[1, rows, 1, 1, N]`` bool
+(True = key kept). The result is ``softmax(q k^T / sqrt(c) + mask offset + bias) v * sigmoid(gate)``;
+no peer has the gate, so each applies ``* sigmoid(gate)`` outside, in PyTorch, on a gate in its own
+layout:
 
 - ``ds4sci``: DeepSpeed's ``DS4Sci_EvoformerAttention(Q, K, V, [mask_bias, pair_bias])``: layout
   ``[B, N_rows, L, H, c]``, biases ``[B, N_rows, 1, 1, L]`` and ``[B, 1, H, L, L]`` in q's dtype
@@ -86,7 +87,8 @@ def _import(module: str):
 def same_layout(fn):
     """Prepare for an implementation with FastFold's signature ``fn(q, k, v, biases, mask, gate)``."""
     def prepare(q, k, v, bias, mask, gate):
-        return Prepared(lambda: fn(q, k, v, [bias], mask, gate), (q, k, v, bias, gate), _same, tuple)
+        biases = [] if bias is None else [bias]
+        return Prepared(lambda: fn(q, k, v, biases, mask, gate), (q, k, v, *biases, gate), _same, tuple)
     return prepare
 
 
@@ -111,19 +113,22 @@ def ds4sci(q, k, v, bias, mask, gate):
         _ds_op_loaded = True
     qd, kd, vd, gd = (_leaf(t.transpose(-2, -3)) for t in (q, k, v, gate))  # [1, rows, N, H, c]
     mask_bias = mask_to_bias(mask).to(q.dtype)  # [1, rows, 1, 1, N]
+    pair = [] if bias is None else [bias]
 
     def call():
-        return evo.DS4Sci_EvoformerAttention(qd, kd, vd, [mask_bias, bias]) * torch.sigmoid(gd)
+        return evo.DS4Sci_EvoformerAttention(qd, kd, vd, [mask_bias, *pair]) * torch.sigmoid(gd)
 
     def back(t):
         return t.transpose(-2, -3)
 
-    return Prepared(call, (qd, kd, vd, bias, gd), back,
-                    lambda g: (back(g[0]), back(g[1]), back(g[2]), g[3], back(g[4])))
+    return Prepared(call, (qd, kd, vd, *pair, gd), back,
+                    lambda g: (back(g[0]), back(g[1]), back(g[2]), *g[3:-1], back(g[-1])))
 
 
 def cueq_attention(q, k, v, bias, mask, gate):
     c = q.shape[-1]
+    if bias is None:
+        raise Unsupported("needs a pair bias")
     if c % 8 or c > 128:
         raise Unsupported(f"head dim {c} unsupported (bf16: multiple of 8, <= 128)")
     _import("cuequivariance_ops_torch")  # the real import error, which cuequivariance_torch would hide
@@ -138,7 +143,7 @@ def cueq_attention(q, k, v, bias, mask, gate):
 
 def trifast(q, k, v, bias, mask, gate):
     rows, n, c = q.shape[1], q.shape[-2], q.shape[-1]
-    if rows != n:
+    if rows != n or bias is None:
         raise Unsupported("triangle only (rows must equal N)")
     if c < 16:
         raise Unsupported(f"head dim {c} < 16 unsupported")
