@@ -177,3 +177,22 @@ def test_dkdv_variants(tma, has_bias, per_key, offered):
     flags = dict(NUM_BIAS=int(has_bias), HAS_MASK=True, MASK_PER_KEY=per_key)
     got = _kv_variants(variants, flags)
     assert [(v["BIAS_TMA"], v["KEY_MAJOR"]) for v in got] == offered
+
+
+@pytest.mark.parametrize("bias_shape, rows, expected", [
+    ((1, 1, 2, 5, 5), 3, True),  # the pair bias, the same for every MSA row: rows walked first
+    ((1, 3, 2, 5, 5), 3, False),  # a bias per row
+    (None, 3, False),  # no bias
+    ((1, 1, 2, 5, 5), 1, False),  # one row
+])
+def test_rows_first(bias_shape, rows, expected):
+    """The attention kernels walk the rows before the heads (so that the programs running together share
+    one head's bias tiles and bias-gradient slice) exactly where every bias is the same for every row;
+    the dQ kernel then pairs the rows."""
+    from fastfold.kernels.triton_attention import Operands
+
+    q = torch.randn(1, rows, 2, 5, 8)
+    biases = [] if bias_shape is None else [torch.randn(bias_shape)]
+    mask = torch.ones(1, rows, 1, 1, 5, dtype=torch.bool)
+    flags = Operands([q, q, q, *biases, mask], len(biases), True, False).flags()
+    assert flags["ROWS_FIRST"] is expected

@@ -253,12 +253,18 @@ def logits_tile(q, k_t, offset, z1, z2, z3, offs_q, offs_k, LQ, LK, m_ptr, m_st,
 
 
 @triton.jit
-def split_pid(pid, Z2, Z3, N_INNER):
-    """Program id -> (z1, z2, z3, inner block), inner blocks fastest so neighbours share k/v in cache."""
+def split_pid(pid, Z2, Z3, N_INNER, ROWS_FIRST: tl.constexpr = False):
+    """Program id -> (z1, z2, z3, inner block). Inner blocks go fastest, so that the programs running
+    together share k and v in cache; then z3 and z2, or with ``ROWS_FIRST`` z2 before z3, so that they
+    also share the tiles of biases that are the same for every z2 (see :meth:`Operands.flags`)."""
     inner = pid % N_INNER
     z = pid // N_INNER
-    z3 = (z % Z3).to(tl.int64)
-    z2 = ((z // Z3) % Z2).to(tl.int64)
+    if ROWS_FIRST:
+        z2 = (z % Z2).to(tl.int64)
+        z3 = ((z // Z2) % Z3).to(tl.int64)
+    else:
+        z3 = (z % Z3).to(tl.int64)
+        z2 = ((z // Z3) % Z2).to(tl.int64)
     z1 = (z // (Z3 * Z2)).to(tl.int64)
     return z1, z2, z3, inner
 
@@ -291,10 +297,11 @@ def _fwd_step(q, m_i, l_i, acc, offset, start, z1, z2, z3, offs_q, offs_c, offs_
 def _fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, stats_ptr, q_st, k_st, v_st, g_st, o_st, stats_st,
                 m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st, Z2, Z3, LQ, LK, C, CV, scale,
                 NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                HAS_GATE: tl.constexpr, SAVE_STATS: tl.constexpr, BIAS_TMA: tl.constexpr,
-                BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
-                EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
-    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q))
+                ROWS_FIRST: tl.constexpr, HAS_GATE: tl.constexpr, SAVE_STATS: tl.constexpr,
+                BIAS_TMA: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                PRECISION: tl.constexpr):
+    z1, z2, z3, qb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LQ, BLOCK_Q), ROWS_FIRST)
     offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_c = tl.arange(0, BLOCK_C)
     offs_cv = tl.arange(0, BLOCK_CV)
@@ -470,8 +477,15 @@ class Operands:
         return PerTiles(lambda t: descriptor(t) if t["BIAS_TMA"] else slot)
 
     def flags(self) -> dict:
+        """The kernels' constexpr flags of these operands. ``ROWS_FIRST`` where every bias is the same
+        for every z2 (the pair bias over MSA rows, the triangle bias over the pair's rows): the programs
+        then walk z2 before z3, so that those running together read the same head's bias tiles and add
+        to the same head's bias gradient (at N_res 1536 the pair bias is 38 MB in bf16 and its gradient
+        75 MB in float32: one head's slice stays in L2, all of them would not)."""
         mask_per_key = self.mask is not None and self.mask_st[3] == 0
-        return dict(NUM_BIAS=len(self.biases), HAS_MASK=self.mask is not None, MASK_PER_KEY=mask_per_key)
+        rows_first = bool(self.biases) and self.canon.lead[1] > 1 and all(st[1] == 0 for _, st in self.biases)
+        return dict(NUM_BIAS=len(self.biases), HAS_MASK=self.mask is not None, MASK_PER_KEY=mask_per_key,
+                    ROWS_FIRST=rows_first)
 
 
 def plan_key(inputs: Sequence[torch.Tensor], *flags) -> tuple:

@@ -151,12 +151,13 @@ def _bwd_kv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dk_ptr, dv_ptr
                    m_ptr, m_st, b0_ptr, b0_st, b1_ptr, b1_st, b2_ptr, b2_st,
                    Z2, Z3, LQ, LK, C, CV, scale,
                    NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                   BIAS_TMA: tl.constexpr, KEY_MAJOR: tl.constexpr, BLOCK_Q: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr,
-                   FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
+                   ROWS_FIRST: tl.constexpr, BIAS_TMA: tl.constexpr, KEY_MAJOR: tl.constexpr,
+                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_CV: tl.constexpr, EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr,
+                   PRECISION: tl.constexpr):
     # key-major scores take the mask as a per-key column of offsets only (see _kv_variants)
     tl.static_assert(not KEY_MAJOR or not HAS_MASK or MASK_PER_KEY)
-    z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K))
+    z1, z2, z3, kb = split_pid(tl.program_id(0), Z2, Z3, tl.cdiv(LK, BLOCK_K), ROWS_FIRST)
     b0_row = bias_row(b0_st, z1, z2, z3, LK, 0) if BIAS_TMA else 0
     offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_c = tl.arange(0, BLOCK_C)
@@ -261,12 +262,12 @@ def _bwd_q_kernel(q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, d_ptr, dq_ptr,
                   db0_ptr, db0_st, db1_ptr, db1_st, db2_ptr, db2_st,
                   Z2, Z3, LQ, LK, C, CV, scale,
                   NUM_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_PER_KEY: tl.constexpr,
-                  ROWS: tl.constexpr, BIAS_TMA: tl.constexpr,
+                  ROWS_FIRST: tl.constexpr, ROWS: tl.constexpr, BIAS_TMA: tl.constexpr,
                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr,
                   EVEN_C: tl.constexpr, FAST_EXP: tl.constexpr, PRECISION: tl.constexpr):
     """dQ and the bias gradients of ``ROWS`` consecutive rows (z2) for one query block: with 2, both rows'
     dS tiles are summed before the atomics (half of them)."""
-    z1, z2, z3, qb = split_pid(tl.program_id(0), tl.cdiv(Z2, ROWS), Z3, tl.cdiv(LQ, BLOCK_Q))
+    z1, z2, z3, qb = split_pid(tl.program_id(0), tl.cdiv(Z2, ROWS), Z3, tl.cdiv(LQ, BLOCK_Q), ROWS_FIRST)
     z2 *= ROWS
     offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_c = tl.arange(0, BLOCK_C)
@@ -442,9 +443,9 @@ class _BackwardPlan:
                 dbias_args += [db, strides + db_grad.strides[-2:]]
             else:  # unused (never dereferenced)
                 dbias_args += [delta, NO_STRIDES]
-        # pairs of rows per program when every bias is shared by the rows (z2): half the bias-gradient atomics
-        pair_rows = num_biases and lead3[1] > 1 and all(st[1] == 0 for _, st in ops.biases)
-        rows_per_program = 2 if pair_rows else 1
+        # pairs of rows per program when every bias is the same for every row (z2, ROWS_FIRST): half the
+        # bias-gradient atomics
+        rows_per_program = 2 if flags["ROWS_FIRST"] else 1
         self.q = TiledLaunch(
             _q_tiled, grid_over(lead3[0] * cdiv(lead3[1], rows_per_program) * lead3[2], ops.LQ, "BLOCK_Q"),
             (*key, rows_per_program),
