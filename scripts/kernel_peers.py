@@ -143,8 +143,10 @@ def cueq_attention(q, k, v, bias, mask, gate):
 
 def trifast(q, k, v, bias, mask, gate):
     rows, n, c = q.shape[1], q.shape[-2], q.shape[-1]
-    if rows != n or bias is None:
+    if rows != n:
         raise Unsupported("triangle only (rows must equal N)")
+    if bias is None:
+        raise Unsupported("needs a pair bias")
     if c < 16:
         raise Unsupported(f"head dim {c} < 16 unsupported")
     tf = _import("trifast")
